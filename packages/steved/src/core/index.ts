@@ -1,0 +1,2 @@
+export * from './types'
+export { Pool, defaultConfig, TOKEN_BYTE } from './pool'

@@ -1,0 +1,402 @@
+// The token pool: per-process accounting, one FIFO queue for parked readers and pollers,
+// reservations for pollers, and admission by load, memory and per-process caps.
+//
+// It is a plain state machine: `handle(input)` returns the effects the transport must carry
+// out. It never reads a clock or a file; time and samples arrive as inputs.
+
+import {
+  DEFAULT_RESERVATION_EXPIRY_MS,
+  type Counters,
+  type Effect,
+  type Input,
+  type PoolConfig,
+  type PoolSnapshot,
+  type WaitReason,
+} from './types'
+
+/** The byte handed out for every token. Clients may write back any byte; we count, not compare. */
+export const TOKEN_BYTE = 0x2b // '+', what GNU make writes
+
+interface Proc {
+  pid: number
+  /** Tokens held. -1 after the one early return allowed to a process that never read. */
+  held: number
+  /** Grant time of each held token, oldest first. */
+  grantedAt: number[]
+  everRead: boolean
+  /** Open files this process opened (used only for pid 0, which has no pidfd). */
+  openFiles: number
+}
+
+interface Waiter {
+  how: 'read' | 'poll'
+  /** Request id for reads; -1 for pollers (they are answered at once and notified later). */
+  req: number
+  fh: number
+  pid: number
+  since: number
+}
+
+interface Reservation {
+  pid: number
+  fh: number
+  since: number
+  expiresAt: number
+}
+
+export function defaultConfig(jobs: number): PoolConfig {
+  return {
+    jobs,
+    minJobs: 1,
+    loadAverage: null,
+    loadRecheckMs: 500,
+    minMemoryAvailMiB: null,
+    perProcessLimit: null,
+    reservationExpiryMs: DEFAULT_RESERVATION_EXPIRY_MS,
+  }
+}
+
+export class Pool {
+  private cfg: PoolConfig
+  private readonly procs = new Map<number, Proc>()
+  /** Opener of each open file, recorded at OPEN because RELEASE carries no pid. */
+  private readonly openers = new Map<number, number>()
+  private queue: Waiter[] = []
+  /** Reserved tokens, keyed by the open file the poller was told POLLIN on. */
+  private readonly reservations = new Map<number, Reservation>()
+  private heldTotal = 0
+  private sample: { load1: number; memAvailMiB: number; at: number } | null = null
+  private timerAt: number | null = null
+  private zeroFreeSince: number | null = null
+  private lastNow = 0
+  private readonly counters: Counters = {
+    granted: 0,
+    returned: 0,
+    reclaimed: 0,
+    enospc: 0,
+    interrupts: 0,
+    eagain: 0,
+    reservationsExpired: 0,
+    peakHolders: 0,
+    msAtZeroFree: 0,
+  }
+
+  constructor(config: PoolConfig) {
+    this.cfg = { ...config }
+  }
+
+  get config(): PoolConfig {
+    return { ...this.cfg }
+  }
+
+  /** Tokens neither held nor reserved. Negative while a lowered `jobs` is being drained. */
+  get free(): number {
+    return this.cfg.jobs - this.heldTotal - this.reservations.size
+  }
+
+  /** True when admission depends on a load or memory sample older than the recheck period. */
+  needsSample(now: number): boolean {
+    if (this.cfg.loadAverage === null && this.cfg.minMemoryAvailMiB === null) return false
+    return this.sample === null || now - this.sample.at >= this.cfg.loadRecheckMs
+  }
+
+  handle(input: Input): Effect[] {
+    const out: Effect[] = []
+    this.lastNow = Math.max(this.lastNow, input.now)
+    switch (input.kind) {
+      case 'open': {
+        this.openers.set(input.fh, input.pid)
+        this.proc(input.pid, out).openFiles++
+        break
+      }
+      case 'read':
+        this.onRead(input.req, input.fh, input.pid, input.nonblock, input.now, out)
+        break
+      case 'poll':
+        this.onPoll(input.req, input.fh, input.pid, input.wantsNotify, input.now, out)
+        break
+      case 'write':
+        this.onWrite(input.req, input.pid, input.count, input.now, out)
+        break
+      case 'release':
+        this.onRelease(input.fh, input.now, out)
+        break
+      case 'interrupt': {
+        const i = this.queue.findIndex((w) => w.how === 'read' && w.req === input.req)
+        if (i >= 0) {
+          this.queue.splice(i, 1)
+          this.counters.interrupts++
+          out.push({ kind: 'reply-error', req: input.req, errno: 'EINTR' })
+        }
+        break
+      }
+      case 'exit':
+        this.onExit(input.pid, input.now, out)
+        break
+      case 'tick':
+        this.expireReservations(input.now)
+        this.dispatch(input.now, out)
+        break
+      case 'sample':
+        this.sample = { load1: input.load1, memAvailMiB: input.memAvailMiB, at: input.now }
+        this.dispatch(input.now, out)
+        break
+      case 'configure':
+        this.cfg = { ...this.cfg, ...input.patch }
+        this.dispatch(input.now, out)
+        break
+    }
+    this.afterEvent(input.now, out)
+    return out
+  }
+
+  // --- requests ------------------------------------------------------------
+
+  private onRead(req: number, fh: number, pid: number, nonblock: boolean, now: number, out: Effect[]): void {
+    const p = this.proc(pid, out)
+    const res = this.reservationFor(fh, pid)
+    if (res) {
+      // The poller reads on the file it polled (or another of its own): its token is waiting.
+      this.reservations.delete(res.fh)
+      this.grant(p, req, now, out)
+      return
+    }
+    const w: Waiter = { how: 'read', req, fh, pid, since: now }
+    this.queue.push(w)
+    this.dispatch(now, out)
+    if (nonblock && this.queue.includes(w)) {
+      this.queue.splice(this.queue.indexOf(w), 1)
+      this.counters.eagain++
+      out.push({ kind: 'reply-error', req, errno: 'EAGAIN' })
+    }
+  }
+
+  private onPoll(req: number, fh: number, pid: number, wantsNotify: boolean, now: number, out: Effect[]): void {
+    this.proc(pid, out)
+    if (!this.reservationFor(fh, pid)) {
+      let w = this.queue.find((x) => x.how === 'poll' && x.fh === fh)
+      const queued = w !== undefined
+      if (!w) {
+        w = { how: 'poll', req: -1, fh, pid, since: now }
+        this.queue.push(w)
+      }
+      this.dispatch(now, out, fh)
+      // A poll without a notify handle (poll with timeout 0) does not stay in the queue.
+      if (!wantsNotify && !queued && this.queue.includes(w)) this.queue.splice(this.queue.indexOf(w), 1)
+    }
+    out.push({ kind: 'reply-poll', req, readable: this.reservationFor(fh, pid) !== undefined })
+  }
+
+  private onWrite(req: number, pid: number, count: number, now: number, out: Effect[]): void {
+    const p = this.proc(pid, out)
+    // One early return is allowed to a process that has not read yet (it may be handing
+    // back a token its parent gave it before it starts reading: the nasm-rs pattern).
+    const allowance = !p.everRead && p.held === 0 ? 1 : 0
+    if (count > p.held + allowance) {
+      this.counters.enospc++
+      out.push({ kind: 'reply-error', req, errno: 'ENOSPC' })
+      return
+    }
+    p.held -= count
+    this.heldTotal -= count
+    this.counters.returned += Math.max(0, count)
+    // Returned tokens are taken as the most recently granted ones.
+    p.grantedAt.splice(Math.max(0, p.grantedAt.length - count))
+    out.push({ kind: 'reply-write', req, count })
+    this.dispatch(now, out)
+  }
+
+  private onRelease(fh: number, now: number, out: Effect[]): void {
+    this.queue = this.queue.filter((w) => !(w.how === 'poll' && w.fh === fh))
+    this.reservations.delete(fh)
+    const pid = this.openers.get(fh)
+    this.openers.delete(fh)
+    if (pid === 0) {
+      // Callers outside our pid namespace cannot be watched: when the last file any of them
+      // opened is closed, whatever they still hold comes back.
+      const p = this.procs.get(0)
+      if (p && --p.openFiles <= 0) this.forget(p)
+    }
+    this.dispatch(now, out)
+  }
+
+  private onExit(pid: number, now: number, out: Effect[]): void {
+    const p = this.procs.get(pid)
+    for (const w of this.queue) {
+      if (w.pid === pid && w.how === 'read') out.push({ kind: 'reply-error', req: w.req, errno: 'EINTR' })
+    }
+    this.queue = this.queue.filter((w) => w.pid !== pid)
+    for (const [fh, r] of this.reservations) if (r.pid === pid) this.reservations.delete(fh)
+    if (p) this.forget(p)
+    this.dispatch(now, out)
+  }
+
+  // --- scheduling ------------------------------------------------------------
+
+  /**
+   * Serve the queue in order while tokens are free and global admission allows it. A waiter
+   * whose own process is at its cap is skipped, not allowed to block those behind it.
+   * `answering` is the file a poll is being answered for right now: it needs no notify.
+   */
+  private dispatch(now: number, out: Effect[], answering?: number): void {
+    for (let i = 0; i < this.queue.length && this.free > 0; ) {
+      if (this.globalBlock() !== null) break
+      const w = this.queue[i]
+      if (this.atProcessLimit(w.pid)) {
+        i++
+        continue
+      }
+      this.queue.splice(i, 1)
+      if (w.how === 'read') {
+        this.grant(this.proc(w.pid, out), w.req, now, out)
+      } else {
+        this.reservations.set(w.fh, { pid: w.pid, fh: w.fh, since: now, expiresAt: now + this.cfg.reservationExpiryMs })
+        if (w.fh !== answering) out.push({ kind: 'notify-poll', fh: w.fh })
+      }
+    }
+  }
+
+  private grant(p: Proc, req: number, now: number, out: Effect[]): void {
+    p.held++
+    p.everRead = true
+    p.grantedAt.push(now)
+    this.heldTotal++
+    this.counters.granted++
+    out.push({ kind: 'reply-token', req, byte: TOKEN_BYTE })
+  }
+
+  /** Why nobody can be served right now apart from per-process caps; null if admission is open. */
+  private globalBlock(): WaitReason | null {
+    if (this.free <= 0) return 'no-tokens'
+    const s = this.sample
+    if (this.cfg.minMemoryAvailMiB !== null && s && s.memAvailMiB < this.cfg.minMemoryAvailMiB) return 'memory'
+    if (this.cfg.loadAverage !== null && s && s.load1 > this.cfg.loadAverage) {
+      if (this.heldTotal + this.reservations.size >= this.cfg.minJobs) return 'load'
+    }
+    return null
+  }
+
+  private atProcessLimit(pid: number): boolean {
+    if (this.cfg.perProcessLimit === null) return false
+    const p = this.procs.get(pid)
+    let n = p ? Math.max(0, p.held) : 0
+    for (const r of this.reservations.values()) if (r.pid === pid) n++
+    return n >= this.cfg.perProcessLimit
+  }
+
+  private expireReservations(now: number): void {
+    for (const [fh, r] of this.reservations) {
+      if (r.expiresAt <= now) {
+        this.reservations.delete(fh)
+        this.counters.reservationsExpired++
+      }
+    }
+  }
+
+  private reservationFor(fh: number, pid: number): Reservation | undefined {
+    const own = this.reservations.get(fh)
+    if (own && own.pid === pid) return own
+    for (const r of this.reservations.values()) if (r.pid === pid) return r
+    return undefined
+  }
+
+  /** Bookkeeping after every input: counters, and the one timer the pool needs. */
+  private afterEvent(now: number, out: Effect[]): void {
+    let holders = 0
+    for (const p of this.procs.values()) if (p.held > 0) holders++
+    this.counters.peakHolders = Math.max(this.counters.peakHolders, holders)
+
+    if (this.free <= 0) {
+      if (this.zeroFreeSince === null) this.zeroFreeSince = now
+    } else if (this.zeroFreeSince !== null) {
+      this.counters.msAtZeroFree += now - this.zeroFreeSince
+      this.zeroFreeSince = null
+    }
+
+    let at: number | null = null
+    for (const r of this.reservations.values()) at = at === null ? r.expiresAt : Math.min(at, r.expiresAt)
+    const blocked = this.queue.length > 0 ? this.globalBlock() : null
+    if (blocked === 'load' || blocked === 'memory') {
+      // Re-sample only while someone waits on load or memory.
+      const recheck = (this.sample?.at ?? now) + this.cfg.loadRecheckMs
+      at = at === null ? recheck : Math.min(at, recheck)
+    }
+    if (at !== this.timerAt) {
+      this.timerAt = at
+      out.push({ kind: 'timer', at })
+    }
+  }
+
+  private proc(pid: number, out: Effect[]): Proc {
+    let p = this.procs.get(pid)
+    if (!p) {
+      p = { pid, held: 0, grantedAt: [], everRead: false, openFiles: 0 }
+      this.procs.set(pid, p)
+      if (pid !== 0) out.push({ kind: 'watch', pid })
+    }
+    return p
+  }
+
+  /** Drop a process and take back what it holds. */
+  private forget(p: Proc): void {
+    if (p.held > 0) this.counters.reclaimed += p.held
+    this.heldTotal -= p.held
+    this.procs.delete(p.pid)
+  }
+
+  // --- inspection ------------------------------------------------------------
+
+  snapshot(now: number = this.lastNow): PoolSnapshot {
+    const holders = [...this.procs.values()]
+      .filter((p) => p.held > 0)
+      .map((p) => ({ pid: p.pid, tokens: p.held, heldForMs: p.grantedAt.map((t) => now - t) }))
+    const global = this.globalBlock()
+    const waiters = this.queue.map((w) => ({
+      pid: w.pid,
+      fh: w.fh,
+      how: w.how,
+      waitingForMs: now - w.since,
+      reason: global ?? (this.atProcessLimit(w.pid) ? 'per-process-limit' : 'no-tokens'),
+    }))
+    const reservations = [...this.reservations.values()].map((r) => ({
+      pid: r.pid,
+      fh: r.fh,
+      ageMs: now - r.since,
+      expiresInMs: r.expiresAt - now,
+    }))
+    const counters = { ...this.counters }
+    if (this.zeroFreeSince !== null) counters.msAtZeroFree += now - this.zeroFreeSince
+    return {
+      config: this.config,
+      jobs: this.cfg.jobs,
+      free: this.free,
+      held: this.heldTotal,
+      reserved: this.reservations.size,
+      lastSample: this.sample ? { load1: this.sample.load1, memAvailMiB: this.sample.memAvailMiB, ageMs: now - this.sample.at } : null,
+      holders,
+      waiters,
+      reservations,
+      counters,
+    }
+  }
+
+  /** Internal consistency, for tests: returns the list of violated invariants. */
+  checkInvariants(): string[] {
+    const bad: string[] = []
+    let sum = 0
+    for (const p of this.procs.values()) {
+      sum += p.held
+      if (p.held < -1) bad.push(`pid ${p.pid} holds ${p.held}`)
+      if (p.held >= 0 && p.grantedAt.length !== p.held) bad.push(`pid ${p.pid}: ${p.grantedAt.length} grant times for ${p.held} tokens`)
+    }
+    if (sum !== this.heldTotal) bad.push(`held total ${this.heldTotal} != sum over processes ${sum}`)
+    if (this.free + this.heldTotal + this.reservations.size !== this.cfg.jobs) bad.push('free + held + reserved != jobs')
+    for (const r of this.reservations.values()) if (!this.procs.has(r.pid)) bad.push(`reservation for gone pid ${r.pid}`)
+    for (const w of this.queue) if (!this.procs.has(w.pid)) bad.push(`waiter for gone pid ${w.pid}`)
+    const reqs = this.queue.filter((w) => w.how === 'read').map((w) => w.req)
+    if (new Set(reqs).size !== reqs.length) bad.push('a read is queued twice')
+    // Nobody may wait while a token is free and admission would let them in.
+    if (this.globalBlock() === null && this.queue.some((w) => !this.atProcessLimit(w.pid))) bad.push('a servable waiter waits')
+    return bad
+  }
+}

