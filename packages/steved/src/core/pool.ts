@@ -134,6 +134,7 @@ export class Pool {
         this.onExit(input.pid, input.now, out)
         break
       case 'tick':
+        this.timerAt = null // the timer that brought us here has fired
         this.expireReservations(input.now)
         this.dispatch(input.now, out)
         break

@@ -1,0 +1,117 @@
+// Command-line parsing for steved. Option names follow steve's, so existing configurations
+// carry over. Parsing is separate from running so it can be tested without a daemon.
+
+import { Command, CommanderError, Option } from 'commander'
+import * as os from 'node:os'
+
+import { DEFAULT_RESERVATION_EXPIRY_MS, defaultConfig } from './core'
+import { DEFAULT_DEV_NAME, DEFAULT_FUSE_PATH, type DaemonOptions, type Transport } from './daemon'
+import { StevedError } from './errors'
+
+export const VERSION = '0.1.0'
+
+export interface CliResult {
+  options: DaemonOptions
+  verbose: boolean
+  debug: boolean
+}
+
+const usage = (msg: string): StevedError =>
+  new StevedError('ERR_STEVED_USAGE', msg, "see 'steved --help'")
+
+function wholeNumber(flag: string, min: number) {
+  return (v: string): number => {
+    if (!/^\d+$/.test(v.trim()) || Number(v) < min) throw usage(`${flag} must be a whole number >= ${min} (got '${v}')`)
+    return Number(v)
+  }
+}
+
+function positiveNumber(flag: string, allowZero: boolean) {
+  return (v: string): number => {
+    const n = Number(v)
+    if (v.trim() === '' || !Number.isFinite(n) || n < 0 || (!allowZero && n === 0)) {
+      throw usage(`${flag} must be a number ${allowZero ? '>= 0' : '> 0'} (got '${v}')`)
+    }
+    return n
+  }
+}
+
+function octalMode(v: string): number {
+  if (!/^0?[0-7]{3}$/.test(v)) throw usage(`--mode must be octal permission bits such as 0660 (got '${v}')`)
+  return parseInt(v, 8)
+}
+
+export function buildCommand(): Command {
+  const cpus = os.availableParallelism()
+  return new Command('steved')
+    .description(
+      'A system-wide GNU make jobserver. Serves N job tokens to every make, ninja, cargo, GCC LTO,\n' +
+        'Portage and pytest on this machine, from a CUSE device (/dev/steve) or, where the kernel has\n' +
+        'no CUSE, a FUSE-mounted regular file. Point clients at it with\n' +
+        '  MAKEFLAGS=--jobserver-auth=fifo:PATH   (and no -j in MAKEFLAGS, MAKEOPTS or NINJAOPTS)\n' +
+        'Tokens are counted per process and taken back the moment a holder exits.\n' +
+        'SIGUSR1 prints holders, waiters and reservations to stderr; SIGTERM/SIGINT stop cleanly.',
+    )
+    .version(VERSION, '--version', 'print the version and exit')
+    .helpOption('-h, --help', 'show this help and exit')
+    .addOption(new Option('-j, --jobs <n>', 'tokens in the pool').argParser(wholeNumber('-j/--jobs', 1)).default(cpus, `online CPUs, ${cpus} here`))
+    .addOption(new Option('-l, --load-average <load>', 'hand out tokens only while the 1-minute load average is at most this').argParser(positiveNumber('-l/--load-average', false)))
+    .addOption(new Option('-m, --min-jobs <n>', 'tokens that may be out whatever the load').argParser(wholeNumber('-m/--min-jobs', 0)).default(1))
+    .addOption(new Option('-r, --load-recheck-timeout <seconds>', 'how often load and memory are rechecked while clients wait').argParser(positiveNumber('-r/--load-recheck-timeout', false)).default(0.5))
+    .addOption(new Option('-a, --min-memory-avail <MiB>', 'hand out tokens only while MemAvailable is at least this').argParser(positiveNumber('-a/--min-memory-avail', true)))
+    .addOption(new Option('-p, --per-process-limit <n>', 'at most this many tokens per process').argParser(wholeNumber('-p/--per-process-limit', 1)))
+    .addOption(new Option('--reservation-expiry <seconds>', 'how long a token stays reserved for a poller that was told it may read').argParser(positiveNumber('--reservation-expiry', false)).default(DEFAULT_RESERVATION_EXPIRY_MS / 1000))
+    .addOption(new Option('--transport <kind>', 'cuse: a character device; fuse: a FUSE-mounted file; auto: cuse if /dev/cuse exists').choices(['auto', 'fuse', 'cuse']).default('auto'))
+    .addOption(new Option('--dev-name <name>', 'CUSE device name: /dev/<name>').default(DEFAULT_DEV_NAME))
+    .addOption(new Option('--path <file>', 'the regular file the FUSE transport mounts over').default(DEFAULT_FUSE_PATH))
+    .addOption(new Option('--mode <octal>', 'permission bits of the file or device').argParser(octalMode).default(0o666, '0666'))
+    .addOption(new Option('--group <group>', 'group owning the file or device (e.g. jobserver, with --mode 0660)'))
+    .addOption(new Option('-u, --user <user>', 'drop to this user once the file or device is set up'))
+    .addOption(new Option('-v, --verbose', 'log start-up, process exits and reclaimed tokens'))
+    .addOption(new Option('-d, --debug', 'log every request'))
+    .allowExcessArguments(false)
+    .exitOverride()
+    .configureOutput({ writeErr: () => {} })
+}
+
+/**
+ * Parse argv (without node and script). Throws StevedError for bad input; returns null when
+ * --help or --version was printed.
+ */
+export function parseArgs(argv: string[], write: (s: string) => void = (s) => process.stdout.write(s)): CliResult | null {
+  const cmd = buildCommand().configureOutput({ writeOut: write, writeErr: () => {} })
+  try {
+    cmd.parse(argv, { from: 'user' })
+  } catch (e) {
+    if (e instanceof StevedError) throw e
+    if (e instanceof CommanderError) {
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return null
+      throw usage(e.message.replace(/^error: /, ''))
+    }
+    throw e
+  }
+  const o = cmd.opts()
+  const name = String(o.devName)
+  if (!/^[A-Za-z0-9._-]+$/.test(name)) throw usage(`--dev-name must be a plain device name such as 'steve' (got '${name}')`)
+  if (/\s/.test(String(o.path))) throw usage(`--path must not contain spaces: clients cut MAKEFLAGS at the first space (got '${o.path}')`)
+  const pool = defaultConfig(o.jobs as number)
+  pool.minJobs = o.minJobs as number
+  pool.loadAverage = (o.loadAverage as number | undefined) ?? null
+  pool.loadRecheckMs = (o.loadRecheckTimeout as number) * 1000
+  pool.minMemoryAvailMiB = (o.minMemoryAvail as number | undefined) ?? null
+  pool.perProcessLimit = (o.perProcessLimit as number | undefined) ?? null
+  pool.reservationExpiryMs = (o.reservationExpiry as number) * 1000
+  return {
+    options: {
+      pool,
+      transport: o.transport as Transport,
+      path: String(o.path),
+      devName: name,
+      mode: o.mode as number,
+      group: (o.group as string | undefined) ?? null,
+      user: (o.user as string | undefined) ?? null,
+    },
+    verbose: Boolean(o.verbose || o.debug),
+    debug: Boolean(o.debug),
+  }
+}

@@ -1,0 +1,248 @@
+// createDaemon(): set up the transport (FUSE file or CUSE device), serve the pool, and tear
+// everything down once. No side effects at import time; bin/steved.js owns the process.
+
+import { execFileSync } from 'node:child_process'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+
+import type { PoolConfig } from './core'
+import { StevedError } from './errors'
+import { cmdlineOf } from './io/procfs'
+import { TokenServer } from './io/server'
+import { MNT_DETACH, loadAddon, type Addon } from './native'
+import { formatReport } from './report'
+
+export type Transport = 'auto' | 'fuse' | 'cuse'
+
+export interface DaemonOptions {
+  pool: PoolConfig
+  transport: Transport
+  /** The FUSE file (fuse transport). */
+  path: string
+  /** The CUSE device name, /dev/<devName> (cuse transport). */
+  devName: string
+  /** Permission bits of the file or device. */
+  mode: number
+  /** Group owning the file or device (name or number); null: root's. */
+  group: string | null
+  /** Drop to this user once the file or device is set up. */
+  user: string | null
+}
+
+export interface DaemonDeps {
+  addon?: Addon
+  log?: (level: 'info' | 'debug' | 'warn', msg: string) => void
+  /** Where /dev lives (tests of the CUSE adapter point it elsewhere). */
+  devDir?: string
+  mountinfo?: string
+  readyTimeoutMs?: number
+}
+
+export interface StartInfo {
+  transport: 'fuse' | 'cuse'
+  /** The path clients open. */
+  path: string
+  makeflags: string
+}
+
+export const DEFAULT_FUSE_PATH = '/run/steved/jobserver'
+export const DEFAULT_DEV_NAME = 'steve'
+
+export interface Daemon {
+  start(): Promise<StartInfo>
+  /** Unmount or unregister and stop serving. Idempotent. */
+  shutdown(): void
+  report(): string
+  readonly server: TokenServer
+  /** Resolves with a reason when serving stopped on its own (the mount went away). */
+  readonly stopped: Promise<string>
+}
+
+/** Decide the transport for `auto`: CUSE where the kernel offers it, else a FUSE file. */
+export function pickTransport(t: Transport, devDir = '/dev'): 'fuse' | 'cuse' {
+  if (t !== 'auto') return t
+  return fs.existsSync(path.join(devDir, 'cuse')) ? 'cuse' : 'fuse'
+}
+
+/** Mount points listed in a mountinfo file (field 5, with octal escapes undone). */
+export function mountPoints(mountinfo: string): Set<string> {
+  const out = new Set<string>()
+  for (const line of mountinfo.split('\n')) {
+    const f = line.split(' ')
+    if (f.length > 4) out.add(f[4].replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))))
+  }
+  return out
+}
+
+function resolveId(flag: '-u' | '-g', name: string, what: string): number {
+  if (/^\d+$/.test(name)) return Number(name)
+  try {
+    return Number(execFileSync('id', [flag, name], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim())
+  } catch {
+    throw new StevedError('ERR_STEVED_USAGE', `unknown ${what} '${name}'`, `create it, or pass an existing ${what}`)
+  }
+}
+
+function groupId(name: string): number {
+  if (/^\d+$/.test(name)) return Number(name)
+  for (const line of fs.readFileSync('/etc/group', 'utf8').split('\n')) {
+    const f = line.split(':')
+    if (f[0] === name) return Number(f[2])
+  }
+  try {
+    return Number(execFileSync('getent', ['group', name], { encoding: 'utf8' }).split(':')[2])
+  } catch {
+    throw new StevedError('ERR_STEVED_USAGE', `unknown group '${name}'`, 'create it (groupadd), or pass an existing group')
+  }
+}
+
+export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon {
+  const addon = deps.addon ?? loadAddon()
+  const log = deps.log ?? (() => {})
+  const devDir = deps.devDir ?? '/dev'
+  const gid = opts.group !== null ? groupId(opts.group) : 0
+  const userIds = opts.user !== null ? { uid: resolveId('-u', opts.user, 'user'), gid: resolveId('-g', opts.user, 'user') } : null
+  const transport = pickTransport(opts.transport, devDir)
+  const server = new TokenServer(opts.pool, { addon, log: (l, m) => log(l, m) })
+  let where = ''
+  let stoppedResolve!: (why: string) => void
+  const stopped = new Promise<string>((r) => (stoppedResolve = r))
+  let down = false
+
+  server.onGone((r) => {
+    log('warn', `the kernel closed our ${transport === 'fuse' ? 'mount' : 'device'} (${r}); stopping`)
+    stoppedResolve(`${where} went away`)
+  })
+
+  const waitReady = async (): Promise<void> => {
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new StevedError('ERR_STEVED_MOUNT', `the kernel did not start talking to ${where} within ${deps.readyTimeoutMs ?? 10000} ms`)),
+        deps.readyTimeoutMs ?? 10000,
+      )
+    })
+    try {
+      await Promise.race([server.ready, timeout])
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  const prepareFile = (file: string): void => {
+    fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o755 })
+    let st: fs.Stats | null = null
+    try {
+      st = fs.statSync(file)
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code
+      if (code === 'ENOTCONN') {
+        // A FUSE mount whose server died (a crash, kill -9): detach it and carry on.
+        const r = addon.umount(file, MNT_DETACH)
+        if (r < 0) throw new StevedError('ERR_STEVED_BUSY', `${file} is a dead FUSE mount and unmounting it failed (errno ${-r})`, `run: umount -l ${file}`)
+        log('info', `cleaned up a stale mount at ${file} left by an earlier steved`)
+        st = fs.statSync(file, { throwIfNoEntry: false }) ?? null
+      } else if (code !== 'ENOENT') {
+        throw e
+      }
+    }
+    const real = fs.existsSync(file) ? fs.realpathSync(file) : file
+    const mounts = mountPoints(fs.readFileSync(deps.mountinfo ?? '/proc/self/mountinfo', 'utf8'))
+    if (mounts.has(real)) {
+      throw new StevedError('ERR_STEVED_BUSY', `${file} is already a mount point (another steved serving it?)`, `stop that server first, or choose another --path`)
+    }
+    if (st === null) fs.writeFileSync(file, '', { mode: 0o644 })
+    else if (!st.isFile()) {
+      throw new StevedError('ERR_STEVED_USAGE', `--path ${file} is not a regular file`, 'steved mounts its jobserver on a regular file; pick a file path')
+    }
+  }
+
+  const startFuse = (): StartInfo => {
+    const file = path.resolve(opts.path)
+    where = `FUSE file ${file}`
+    if (!fs.existsSync(path.join(devDir, 'fuse'))) {
+      throw new StevedError('ERR_STEVED_NO_DEVICE', `${devDir}/fuse does not exist`, 'load the fuse module (modprobe fuse) or give the container /dev/fuse')
+    }
+    if (process.getuid?.() !== 0 && !/^\s*user_allow_other\s*$/m.test(safeRead('/etc/fuse.conf'))) {
+      throw new StevedError('ERR_STEVED_PERMISSION', 'serving the FUSE file to all users needs root', "run steved as root (it can drop privileges with --user), or add 'user_allow_other' to /etc/fuse.conf")
+    }
+    prepareFile(file)
+    const options = ['allow_other', 'default_permissions', 'fsname=steved', 'subtype=steved'].join(',')
+    const r = server.nativeSession.mountFile(file, options, opts.mode, 0, gid)
+    if (r !== 0) {
+      throw new StevedError('ERR_STEVED_MOUNT', `mounting ${where} failed (${r})`, 'see the libfuse message above; is /dev/fuse accessible and are you root?')
+    }
+    return { transport: 'fuse', path: file, makeflags: `--jobserver-auth=fifo:${file}` }
+  }
+
+  const startCuse = (): StartInfo => {
+    const dev = path.join(devDir, opts.devName)
+    where = `CUSE device ${dev}`
+    const cuse = path.join(devDir, 'cuse')
+    if (!fs.existsSync(cuse)) {
+      throw new StevedError('ERR_STEVED_NO_DEVICE', `${cuse} does not exist: this kernel has no CUSE (or the module is not loaded)`, 'run: modprobe cuse, or use --transport fuse')
+    }
+    if (fs.existsSync(dev)) {
+      throw new StevedError('ERR_STEVED_BUSY', `${dev} already exists (another steved serving it?)`, 'stop that server first, or choose another --dev-name')
+    }
+    const r = server.nativeSession.registerDevice(opts.devName, cuse)
+    if (r === -13 || r === -1) {
+      throw new StevedError('ERR_STEVED_PERMISSION', `opening ${cuse} was refused`, 'run steved as root, or give its user access to /dev/cuse')
+    }
+    if (r !== 0) throw new StevedError('ERR_STEVED_MOUNT', `registering ${where} failed (errno ${-r})`)
+    return { transport: 'cuse', path: dev, makeflags: `--jobserver-auth=fifo:${dev}` }
+  }
+
+  const fixDevicePermissions = async (dev: string): Promise<void> => {
+    // devtmpfs creates the node as root:root 0600; a udev rule may change it later.
+    for (let i = 0; i < 100 && !fs.existsSync(dev); i++) await new Promise((r) => setTimeout(r, 20))
+    fs.chmodSync(dev, opts.mode)
+    fs.chownSync(dev, 0, gid)
+  }
+
+  const dropPrivileges = (): void => {
+    if (!userIds || !opts.user) return
+    try {
+      ;(process as { initgroups?: (user: string, extraGroup: number) => void }).initgroups?.(opts.user, userIds.gid)
+      process.setgid?.(userIds.gid)
+      process.setuid?.(userIds.uid)
+    } catch (e) {
+      throw new StevedError('ERR_STEVED_PERMISSION', `cannot switch to user ${opts.user}: ${(e as Error).message}`, 'start steved as root to use --user')
+    }
+    log('info', `now running as ${opts.user} (uid ${userIds.uid}, gid ${userIds.gid})`)
+  }
+
+  return {
+    server,
+    stopped,
+    async start(): Promise<StartInfo> {
+      try {
+        const info = transport === 'fuse' ? startFuse() : startCuse()
+        await waitReady()
+        if (transport === 'cuse') await fixDevicePermissions(info.path)
+        dropPrivileges()
+        return info
+      } catch (e) {
+        this.shutdown()
+        throw e
+      }
+    },
+    shutdown(): void {
+      if (down) return
+      down = true
+      server.close()
+      stoppedResolve('shut down')
+    },
+    report(): string {
+      return formatReport(server.snapshot(), where, (pid) => cmdlineOf(pid))
+    },
+  }
+}
+
+function safeRead(file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8')
+  } catch {
+    return ''
+  }
+}

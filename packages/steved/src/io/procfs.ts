@@ -1,0 +1,62 @@
+// What the kernel tells us about processes and the machine, read from /proc.
+
+import * as fs from 'node:fs'
+
+/**
+ * FUSE requests carry the caller's thread id; tokens belong to its process (TGID).
+ * Lookups are cached per thread id until the process exits (forget()). A thread id can
+ * only be reused after its whole process is gone or after the pid space (4M) wraps.
+ */
+export class ThreadMap {
+  private readonly tgidOfTid = new Map<number, number>()
+  private readonly tidsOfTgid = new Map<number, number[]>()
+
+  constructor(private readonly procRoot = '/proc') {}
+
+  tgid(tid: number): number {
+    if (tid <= 0) return 0
+    const known = this.tgidOfTid.get(tid)
+    if (known !== undefined) return known
+    let tgid = tid
+    try {
+      const m = /^Tgid:\s+(\d+)$/m.exec(fs.readFileSync(`${this.procRoot}/${tid}/status`, 'latin1'))
+      if (m) tgid = Number(m[1])
+    } catch {
+      // Already gone: keep the tid; watching it will report the exit at once.
+      return tid
+    }
+    this.tgidOfTid.set(tid, tgid)
+    const tids = this.tidsOfTgid.get(tgid)
+    if (tids) tids.push(tid)
+    else this.tidsOfTgid.set(tgid, [tid])
+    return tgid
+  }
+
+  forget(tgid: number): void {
+    for (const tid of this.tidsOfTgid.get(tgid) ?? []) this.tgidOfTid.delete(tid)
+    this.tidsOfTgid.delete(tgid)
+  }
+}
+
+export function cmdlineOf(pid: number, procRoot = '/proc'): string {
+  if (pid <= 0) return '(outside our pid namespace)'
+  try {
+    const raw = fs.readFileSync(`${procRoot}/${pid}/cmdline`, 'utf8')
+    const s = raw.replace(/\0+$/, '').split('\0').join(' ')
+    if (s) return s
+    return `[${fs.readFileSync(`${procRoot}/${pid}/comm`, 'utf8').trim()}]`
+  } catch {
+    return '(exited)'
+  }
+}
+
+export interface MachineSample {
+  load1: number
+  memAvailMiB: number
+}
+
+export function sampleMachine(procRoot = '/proc'): MachineSample {
+  const load1 = Number(fs.readFileSync(`${procRoot}/loadavg`, 'latin1').split(' ')[0])
+  const m = /^MemAvailable:\s+(\d+) kB$/m.exec(fs.readFileSync(`${procRoot}/meminfo`, 'latin1'))
+  return { load1, memAvailMiB: m ? Number(m[1]) / 1024 : Number.POSITIVE_INFINITY }
+}

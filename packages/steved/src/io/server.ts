@@ -1,0 +1,209 @@
+// The token server: a transport session (FUSE file or CUSE device) wired to the pool.
+// Requests become pool inputs; pool effects become replies, poll notifications, pidfd
+// watches and one timer.
+
+import * as os from 'node:os'
+import { performance } from 'node:perf_hooks'
+
+import { Pool, type Effect, type ErrnoName, type Input, type PoolConfig, type PoolSnapshot } from '../core'
+import { RequestKind, type Addon, type NativeSession } from '../native'
+import { ThreadMap, sampleMachine, type MachineSample } from './procfs'
+import { ProcessWatcher } from './watcher'
+
+const POLLIN = 0x001
+const POLLOUT = 0x004
+const POLLRDNORM = 0x040
+const POLLWRNORM = 0x100
+const O_NONBLOCK = 0o4000 // Linux x86-64 and arm64: the flag a read request carries in its file flags
+
+const ERRNO: Record<ErrnoName, number> = {
+  EAGAIN: os.constants.errno.EAGAIN,
+  EINTR: os.constants.errno.EINTR,
+  ENOSPC: os.constants.errno.ENOSPC,
+}
+
+export interface ServerDeps {
+  addon: Addon
+  /** Monotonic clock in ms. */
+  now?: () => number
+  sample?: () => MachineSample
+  threads?: ThreadMap
+  log?: (level: 'info' | 'debug', msg: string) => void
+}
+
+export interface IoctlRequest {
+  cmd: number
+  pid: number
+  uid: number
+  gid: number
+  input: Buffer
+  outSize: number
+}
+export type IoctlHandler = (req: IoctlRequest) => { result: number; data?: Buffer } | { errno: number }
+
+export class TokenServer {
+  readonly pool: Pool
+  private readonly session: NativeSession
+  private readonly watcher: ProcessWatcher
+  private readonly threads: ThreadMap
+  private readonly now: () => number
+  private readonly sample: () => MachineSample
+  private readonly log: (level: 'info' | 'debug', msg: string) => void
+  private timer: NodeJS.Timeout | null = null
+  private readonly token = Buffer.from('+')
+  private closed = false
+  private readyResolve!: () => void
+  private goneHandlers: Array<(why: number) => void> = []
+  /** Resolves when the kernel says the file or device is usable. */
+  readonly ready: Promise<void>
+  ioctlHandler: IoctlHandler | null = null
+
+  constructor(config: PoolConfig, deps: ServerDeps) {
+    this.pool = new Pool(config)
+    this.now = deps.now ?? (() => performance.now())
+    this.sample = deps.sample ?? (() => sampleMachine())
+    this.threads = deps.threads ?? new ThreadMap()
+    this.log = deps.log ?? (() => {})
+    this.ready = new Promise((resolve) => (this.readyResolve = resolve))
+    this.watcher = new ProcessWatcher(deps.addon, (pid) => {
+      this.threads.forget(pid)
+      this.feed({ kind: 'exit', pid, now: this.now() })
+    })
+    this.session = new deps.addon.Session((kind, id, fh, tid, uid, gid, a, b, data) =>
+      this.onRequest(kind, id, fh, tid, uid, gid, a, b, data),
+    )
+  }
+
+  get nativeSession(): NativeSession {
+    return this.session
+  }
+
+  onGone(fn: (why: number) => void): void {
+    this.goneHandlers.push(fn)
+  }
+
+  /** Apply a runtime configuration change (waiters are served at once if it allows). */
+  configure(patch: Partial<PoolConfig>): void {
+    this.feed({ kind: 'configure', patch, now: this.now() })
+  }
+
+  snapshot(): PoolSnapshot {
+    return this.pool.snapshot(this.now())
+  }
+
+  get watchedProcesses(): number {
+    return this.watcher.size
+  }
+
+  private onRequest(
+    kind: RequestKind,
+    id: number,
+    fh: number,
+    tid: number,
+    uid: number,
+    gid: number,
+    a: number,
+    b: number,
+    data?: Buffer,
+  ): void {
+    const now = this.now()
+    switch (kind) {
+      case RequestKind.Open:
+        this.feed({ kind: 'open', fh, pid: this.threads.tgid(tid), now })
+        break
+      case RequestKind.Read: {
+        const pid = this.threads.tgid(tid)
+        this.log('debug', `read req=${id} fh=${fh} tid=${tid} pid=${pid}${a & O_NONBLOCK ? ' nonblock' : ''}`)
+        this.feed({ kind: 'read', req: id, fh, pid, nonblock: (a & O_NONBLOCK) !== 0, now })
+        break
+      }
+      case RequestKind.Write:
+        this.feed({ kind: 'write', req: id, fh, pid: this.threads.tgid(tid), count: b, now })
+        break
+      case RequestKind.Poll:
+        this.feed({ kind: 'poll', req: id, fh, pid: this.threads.tgid(tid), wantsNotify: a === 1, now })
+        break
+      case RequestKind.Release:
+        this.feed({ kind: 'release', fh, now })
+        break
+      case RequestKind.Interrupt:
+        this.log('debug', `interrupt req=${id}`)
+        this.feed({ kind: 'interrupt', req: id, now })
+        break
+      case RequestKind.Ioctl:
+        this.onIoctl(id, { cmd: a >>> 0, pid: this.threads.tgid(tid), uid, gid, input: data ?? Buffer.alloc(0), outSize: b })
+        break
+      case RequestKind.Ready:
+        this.readyResolve()
+        break
+      case RequestKind.Gone:
+        if (!this.closed) for (const fn of this.goneHandlers) fn(a)
+        break
+    }
+  }
+
+  private onIoctl(id: number, req: IoctlRequest): void {
+    const ENOTTY = os.constants.errno.ENOTTY
+    const r = this.ioctlHandler ? this.ioctlHandler(req) : { errno: ENOTTY }
+    if ('errno' in r) this.session.replyError(id, r.errno)
+    else this.session.replyIoctl(id, r.result, r.data)
+  }
+
+  /** Hand one input to the pool (with a fresh machine sample first if admission needs it). */
+  feed(input: Input): void {
+    if (this.closed) return
+    if (input.kind !== 'sample' && this.pool.needsSample(input.now)) {
+      const s = this.sample()
+      this.apply(this.pool.handle({ kind: 'sample', load1: s.load1, memAvailMiB: s.memAvailMiB, now: input.now }))
+    }
+    this.apply(this.pool.handle(input))
+  }
+
+  private apply(effects: Effect[]): void {
+    for (const e of effects) {
+      switch (e.kind) {
+        case 'reply-token':
+          this.session.replyData(e.req, this.token)
+          break
+        case 'reply-error':
+          this.session.replyError(e.req, ERRNO[e.errno])
+          break
+        case 'reply-write':
+          this.session.replyWrite(e.req, e.count)
+          break
+        case 'reply-poll':
+          this.session.replyPoll(e.req, POLLOUT | POLLWRNORM | (e.readable ? POLLIN | POLLRDNORM : 0))
+          break
+        case 'notify-poll':
+          this.session.notifyPoll(e.fh)
+          break
+        case 'watch':
+          this.watcher.watch(e.pid)
+          break
+        case 'timer':
+          this.arm(e.at)
+          break
+      }
+    }
+  }
+
+  private arm(at: number | null): void {
+    if (this.timer) clearTimeout(this.timer)
+    this.timer = null
+    if (at === null || this.closed) return
+    this.timer = setTimeout(() => {
+      this.timer = null
+      this.feed({ kind: 'tick', now: this.now() })
+    }, Math.max(0, Math.ceil(at - this.now())))
+  }
+
+  /** Stop serving: unmount or unregister, stop watching. Safe to call twice. */
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    if (this.timer) clearTimeout(this.timer)
+    this.timer = null
+    this.watcher.close()
+    this.session.close()
+  }
+}
