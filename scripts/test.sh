@@ -16,6 +16,8 @@ if [ "$(id -u)" != 0 ] || [ ! -c /dev/fuse ]; then
   echo "WARNING: FUSE tests need root and /dev/fuse (uid=$(id -u), /dev/fuse $( [ -c /dev/fuse ] && echo present || echo missing)); they will fail" >&2
 fi
 export STEVED_ROOT=$ROOT
+# The TypeScript loader of tap transpiles test files with this config (ES2022, CommonJS).
+export TS_NODE_PROJECT=$ROOT/tsconfig.test.json
 export STEVED_MAKE44=$ROOT/.venv/bin/make
 export PATH=$PATH:$HOME/.cargo/bin
 

@@ -258,9 +258,10 @@ export class Pool {
   }
 
   private grant(p: Proc, req: number, now: number, out: Effect[]): void {
+    // A process that returned one token early reads it back first: nothing to age.
+    if (p.held >= 0) p.grantedAt.push(now)
     p.held++
     p.everRead = true
-    p.grantedAt.push(now)
     this.heldTotal++
     this.counters.granted++
     out.push({ kind: 'reply-token', req, byte: TOKEN_BYTE })

@@ -1,0 +1,153 @@
+// Start a real steved on a FUSE file for a test, and make sure it is stopped and unmounted
+// afterwards, even when the test fails. Needs root and /dev/fuse; fails loudly without them.
+
+import { spawn, type ChildProcess } from 'node:child_process'
+import * as fs from 'node:fs'
+import * as os from 'node:os'
+import * as path from 'node:path'
+
+export const ROOT = process.env.STEVED_ROOT ?? path.resolve(__dirname, '..', '..')
+export const STEVED_BIN = path.join(ROOT, 'packages', 'steved', 'bin', 'steved.js')
+/** GNU make 4.4.x from the project's venv (Debian's /usr/bin/make is 4.3). */
+export const MAKE44 = process.env.STEVED_MAKE44 ?? path.join(ROOT, '.venv', 'bin', 'make')
+
+export interface RunningSteved {
+  path: string
+  makeflags: string
+  pid: number
+  child: ChildProcess
+  /** Everything steved wrote to stderr so far. */
+  stderr(): string
+  /** Ask for the SIGUSR1 report and return it. */
+  report(): Promise<string>
+  /** SIGTERM, wait, and check the mount is gone. Idempotent. */
+  stop(): Promise<void>
+}
+
+interface Teardown {
+  teardown(fn: () => unknown): void
+}
+
+export function requireFuseRoot(): void {
+  if (process.getuid?.() !== 0) throw new Error('this test needs root (it mounts FUSE file systems)')
+  if (!fs.existsSync('/dev/fuse')) throw new Error('this test needs /dev/fuse')
+}
+
+export function isMounted(file: string): boolean {
+  return fs
+    .readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .some((l) => l.split(' ')[4] === file)
+}
+
+export function tmpDir(t: Teardown, prefix = 'steved-test-'): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+export async function startSteved(
+  t: Teardown,
+  opts: { jobs: number; args?: string[]; dir?: string; env?: NodeJS.ProcessEnv } = { jobs: 2 },
+): Promise<RunningSteved> {
+  requireFuseRoot()
+  const dir = opts.dir ?? tmpDir(t)
+  const file = path.join(dir, 'jobserver')
+  const child = spawn(process.execPath, [STEVED_BIN, '--transport', 'fuse', '--path', file, '-j', String(opts.jobs), ...(opts.args ?? [])], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...opts.env },
+  })
+  let out = ''
+  let err = ''
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d))
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d))
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  let stopped = false
+  const stop = async (): Promise<void> => {
+    if (stopped) return
+    stopped = true
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM')
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000)
+      await exited
+      clearTimeout(timer)
+    }
+    // Whatever happened, leave no mount behind.
+    if (isMounted(file)) spawnSyncQuiet('umount', ['-l', file])
+  }
+  t.teardown(stop)
+
+  const deadline = Date.now() + 20000
+  while (!/^MAKEFLAGS=(.*)$/m.test(out)) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`steved exited early (${child.exitCode ?? child.signalCode}): ${err.trim()}`)
+    }
+    if (Date.now() > deadline) {
+      await stop()
+      throw new Error(`steved did not start within 20 s; stderr: ${err.trim()}`)
+    }
+    await new Promise((r) => setTimeout(r, 20))
+  }
+  const makeflags = /^MAKEFLAGS=(.*)$/m.exec(out)![1]
+
+  return {
+    path: file,
+    makeflags,
+    pid: child.pid!,
+    child,
+    stderr: () => err,
+    async report(): Promise<string> {
+      const before = err.length
+      child.kill('SIGUSR1')
+      const until = Date.now() + 5000
+      while (!/since start:.*\n/.test(err.slice(before))) {
+        if (Date.now() > until) throw new Error(`no SIGUSR1 report; stderr: ${err.slice(before)}`)
+        await new Promise((r) => setTimeout(r, 10))
+      }
+      const chunk = err.slice(before)
+      return chunk.slice(chunk.indexOf('steved status at'), chunk.indexOf('\n', chunk.indexOf('since start:')))
+    },
+    stop,
+  }
+}
+
+/** Counters from the last line of a SIGUSR1 report. */
+export function reportCounters(report: string): Record<string, number> {
+  const line = report.split('\n').find((l) => l.startsWith('since start:')) ?? ''
+  const n = (re: RegExp): number => Number(re.exec(line)?.[1] ?? NaN)
+  return {
+    granted: n(/(\d+) granted/),
+    returned: n(/(\d+) returned/),
+    reclaimed: n(/(\d+) reclaimed/),
+    enospc: n(/(\d+) ENOSPC/),
+    interrupted: n(/(\d+) interrupted/),
+    eagain: n(/(\d+) EAGAIN/),
+  }
+}
+
+/** "N/M tokens free" from a report. */
+export function reportFree(report: string): { free: number; jobs: number } {
+  const m = /: (-?\d+)\/(\d+) tokens free/.exec(report)
+  if (!m) throw new Error(`not a report: ${report}`)
+  return { free: Number(m[1]), jobs: Number(m[2]) }
+}
+
+/** Poll a report until `pred` holds (the daemon reacts asynchronously to exits). */
+export async function waitForReport(s: RunningSteved, pred: (r: string) => boolean, what: string, ms = 10000): Promise<string> {
+  const until = Date.now() + ms
+  let r = await s.report()
+  while (!pred(r)) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}; last report:\n${r}`)
+    await new Promise((res) => setTimeout(res, 50))
+    r = await s.report()
+  }
+  return r
+}
+
+function spawnSyncQuiet(cmd: string, args: string[]): void {
+  try {
+    require('node:child_process').spawnSync(cmd, args, { stdio: 'ignore' })
+  } catch {
+    /* best effort */
+  }
+}
