@@ -7,7 +7,8 @@
 #   bash test/vm/run-suite.sh
 #
 # Environment (all optional):
-#   STEVED_ROOT        the checkout (default: two levels up from here); cache in $STEVED_ROOT/.cache/vm
+#   STEVED_ROOT        the checkout (default: two levels up from here)
+#   STEVED_VM_CACHE    kernel, build and image cache (default: $STEVED_ROOT/.cache/vm, git-ignored)
 #   STEVED_MAKE44      GNU make >= 4.4 to put in the image (default: $STEVED_ROOT/.venv/bin/make)
 #   STEVED_VM_ACCEL    auto (default), tcg or kvm. auto uses KVM only where /dev/kvm is writable
 #                      and kvm_intel or kvm_amd is loaded (PVM hosts hang on stock kernels)
@@ -17,7 +18,7 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=${STEVED_ROOT:-$(cd "$HERE/../.." && pwd)}
-CACHE=$ROOT/.cache/vm
+CACHE=${STEVED_VM_CACHE:-$ROOT/.cache/vm}
 MAKE44=${STEVED_MAKE44:-$ROOT/.venv/bin/make}
 ACCEL=${STEVED_VM_ACCEL:-auto}
 VM_TIMEOUT=${STEVED_VM_TIMEOUT:-240}
