@@ -1,7 +1,7 @@
 // The pure policy core, driven event by event. Every test checks the pool's own invariants
 // and an independent tally of tokens computed from the effects alone.
 
-import t from 'tap'
+import t, { type Test } from 'tap'
 
 import { Pool, defaultConfig, type Effect, type Input, type PoolConfig } from '../src/core'
 
@@ -19,7 +19,7 @@ class Sim {
   timer: number | null = null
   private readonly reqPid = new Map<number, number>()
 
-  constructor(cfg: Partial<PoolConfig> & { jobs: number }, private readonly t: Tap.Test) {
+  constructor(cfg: Partial<PoolConfig> & { jobs: number }, private readonly t: Test) {
     this.pool = new Pool({ ...defaultConfig(cfg.jobs), ...cfg })
   }
 
@@ -98,12 +98,6 @@ class Sim {
   }
 }
 
-declare global {
-  // eslint-disable-next-line @typescript-eslint/no-namespace
-  namespace Tap {
-    type Test = typeof t
-  }
-}
 
 t.test('one byte per read until the pool is empty, then EAGAIN or parking', (t) => {
   const s = new Sim({ jobs: 2 }, t)
@@ -347,7 +341,7 @@ t.test('random interleavings keep every invariant', (t) => {
     seed = (seed * 1103515245 + 12345) & 0x7fffffff
     return seed % n
   }
-  const quiet = { ...t, same: () => true, equal: () => true, notOk: () => true } as unknown as Tap.Test
+  const quiet = { ...t, same: () => true, equal: () => true, notOk: () => true } as unknown as Test
   const s = new Sim({ jobs: 3, perProcessLimit: 2, reservationExpiryMs: 50 }, quiet)
   const parked: number[] = []
   for (let i = 0; i < 3000; i++) {
