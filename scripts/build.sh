@@ -3,18 +3,18 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-if [ -z "${npm_config_nodedir:-}" ]; then
-  NODE_PREFIX=$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")
-  if [ -f "$NODE_PREFIX/include/node/node_api.h" ]; then export npm_config_nodedir="$NODE_PREFIX"; fi
-fi
+# node-gyp must find the headers of the Node.js it builds for without a download.
+GYP_ARGS=(--loglevel=warn)
+NODE_PREFIX=$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")
+if [ -f "$NODE_PREFIX/include/node/node_api.h" ]; then GYP_ARGS+=(--nodedir="$NODE_PREFIX"); fi
 for pkg in packages/*/; do
   if [ -f "$pkg/binding.gyp" ]; then
     # Rebuild only when a native source is newer than the built addon.
     out=$(ls "$pkg"/build/Release/*.node 2>/dev/null | head -1 || true)
     if [ -z "$out" ] || [ -n "$(find "$pkg/native" "$pkg/binding.gyp" -newer "$out" 2>/dev/null | head -1)" ]; then
       echo "[build] native addon in $pkg" >&2
-      (cd "$pkg" && npx --no-install node-gyp rebuild --loglevel=warn >/dev/null)
+      (cd "$pkg" && "$ROOT/node_modules/.bin/node-gyp" rebuild "${GYP_ARGS[@]}" >/dev/null)
     fi
   fi
 done
-npx --no-install tsc -b
+"$ROOT/node_modules/.bin/tsc" -b

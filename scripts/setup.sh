@@ -28,11 +28,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # --- 2. npm dependencies ----------------------------------------------------
-# node-gyp must find the headers of the Node.js it builds for without a download.
-if [ -z "${npm_config_nodedir:-}" ]; then
-  NODE_PREFIX=$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")
-  if [ -f "$NODE_PREFIX/include/node/node_api.h" ]; then export npm_config_nodedir="$NODE_PREFIX"; fi
-fi
 stamp=node_modules/.steved-lock-stamp
 if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
   log "npm ci"
