@@ -7,8 +7,9 @@ import * as os from 'node:os'
 import { DEFAULT_RESERVATION_EXPIRY_MS, defaultConfig } from './core'
 import { DEFAULT_DEV_NAME, DEFAULT_FUSE_PATH, type DaemonOptions, type Transport } from './daemon'
 import { StevedError } from './errors'
+import { VERSION as VERSION_STRING } from './version'
 
-export const VERSION = '0.1.0'
+export { VERSION } from './version'
 
 export interface CliResult {
   options: DaemonOptions
@@ -50,9 +51,10 @@ export function buildCommand(): Command {
         'no CUSE, a FUSE-mounted regular file. Point clients at it with\n' +
         '  MAKEFLAGS=--jobserver-auth=fifo:PATH   (and no -j in MAKEFLAGS, MAKEOPTS or NINJAOPTS)\n' +
         'Tokens are counted per process and taken back the moment a holder exits.\n' +
-        'SIGUSR1 prints holders, waiters and reservations to stderr; SIGTERM/SIGINT stop cleanly.',
+        'SIGUSR1 prints holders, waiters and reservations to stderr; SIGHUP re-reads the configuration;\n' +
+        'SIGTERM/SIGINT stop cleanly. `stevectl` reads and changes settings while it runs.',
     )
-    .version(VERSION, '--version', 'print the version and exit')
+    .version(VERSION_STRING, '--version', 'print the version and exit')
     .helpOption('-h, --help', 'show this help and exit')
     .addOption(new Option('-j, --jobs <n>', 'tokens in the pool').argParser(wholeNumber('-j/--jobs', 1)).default(cpus, `online CPUs, ${cpus} here`))
     .addOption(new Option('-l, --load-average <load>', 'hand out tokens only while the 1-minute load average is at most this').argParser(positiveNumber('-l/--load-average', false)))
@@ -67,6 +69,8 @@ export function buildCommand(): Command {
     .addOption(new Option('--mode <octal>', 'permission bits of the file or device').argParser(octalMode).default(0o666, '0666'))
     .addOption(new Option('--group <group>', 'group owning the file or device (e.g. jobserver, with --mode 0660)'))
     .addOption(new Option('-u, --user <user>', 'drop to this user once the file or device is set up'))
+    .addOption(new Option('--admin-group <group>', 'members of this group may change settings at runtime (stevectl --set-*); root always may'))
+    .addOption(new Option('--config <file>', 'TOML file with these options under their long names; flags override it; SIGHUP re-reads it').default('/etc/steved.toml', '/etc/steved.toml if present'))
     .addOption(new Option('-v, --verbose', 'log start-up, process exits and reclaimed tokens'))
     .addOption(new Option('-d, --debug', 'log every request'))
     .allowExcessArguments(false)
@@ -110,6 +114,7 @@ export function parseArgs(argv: string[], write: (s: string) => void = (s) => pr
       mode: o.mode as number,
       group: (o.group as string | undefined) ?? null,
       user: (o.user as string | undefined) ?? null,
+      adminGroup: (o.adminGroup as string | undefined) ?? null,
     },
     verbose: Boolean(o.verbose || o.debug),
     debug: Boolean(o.debug),

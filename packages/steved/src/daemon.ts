@@ -10,7 +10,10 @@ import { StevedError } from './errors'
 import { cmdlineOf } from './io/procfs'
 import { TokenServer } from './io/server'
 import { MNT_DETACH, loadAddon, type Addon } from './native'
+import { controlHandler } from './control/server'
 import { formatReport } from './report'
+import { buildStatus, type ServerInfo, type Status } from './status'
+import { VERSION } from './version'
 
 export type Transport = 'auto' | 'fuse' | 'cuse'
 
@@ -27,6 +30,8 @@ export interface DaemonOptions {
   group: string | null
   /** Drop to this user once the file or device is set up. */
   user: string | null
+  /** Group whose members may change settings at runtime (besides root). */
+  adminGroup: string | null
 }
 
 export interface DaemonDeps {
@@ -54,6 +59,10 @@ export interface Daemon {
   shutdown(): void
   report(): string
   readonly server: TokenServer
+  /** The status document (`stevectl status --json`). */
+  status(): Status
+  /** Apply changed options (SIGHUP): live settings at once; returns what needs a restart. */
+  reconfigure(next: DaemonOptions): string[]
   /** Resolves with a reason when serving stopped on its own (the mount went away). */
   readonly stopped: Promise<string>
 }
@@ -105,6 +114,21 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
   const transport = pickTransport(opts.transport, devDir)
   const server = new TokenServer(opts.pool, { addon, log: (l, m) => log(l, m) })
   let where = ''
+  let adminGid = opts.adminGroup !== null ? groupId(opts.adminGroup) : null
+  const info: ServerInfo = {
+    pid: process.pid,
+    version: VERSION,
+    transport,
+    path: '',
+    startedAt: new Date().toISOString(),
+    adminGroup: adminGid,
+  }
+  const status = (): Status => buildStatus(server.snapshot(), { ...info, adminGroup: adminGid }, (pid) => cmdlineOf(pid))
+  server.ioctlHandler = controlHandler(server, {
+    adminGid: () => adminGid,
+    statusJson: () => JSON.stringify(status()),
+    log: (m) => log('info', m),
+  })
   let stoppedResolve!: (why: string) => void
   const stopped = new Promise<string>((r) => (stoppedResolve = r))
   let down = false
@@ -217,11 +241,12 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
     stopped,
     async start(): Promise<StartInfo> {
       try {
-        const info = transport === 'fuse' ? startFuse() : startCuse()
+        const started = transport === 'fuse' ? startFuse() : startCuse()
+        info.path = started.path
         await waitReady()
-        if (transport === 'cuse') await fixDevicePermissions(info.path)
+        if (transport === 'cuse') await fixDevicePermissions(started.path)
         dropPrivileges()
-        return info
+        return started
       } catch (e) {
         this.shutdown()
         throw e
@@ -235,6 +260,24 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
     },
     report(): string {
       return formatReport(server.snapshot(), where, (pid) => cmdlineOf(pid))
+    },
+    status,
+    reconfigure(next: DaemonOptions): string[] {
+      const cur = server.pool.config
+      const patch: Partial<PoolConfig> = {}
+      for (const k of Object.keys(next.pool) as Array<keyof PoolConfig>) {
+        if (next.pool[k] !== cur[k]) (patch as Record<string, unknown>)[k] = next.pool[k]
+      }
+      if (Object.keys(patch).length) {
+        server.configure(patch)
+        log('info', `configuration applied: ${JSON.stringify(patch)}`)
+      }
+      adminGid = next.adminGroup !== null ? groupId(next.adminGroup) : null
+      const restart: string[] = []
+      for (const k of ['transport', 'path', 'devName', 'mode', 'group', 'user'] as const) {
+        if (next[k] !== opts[k]) restart.push(k)
+      }
+      return restart
     },
   }
 }

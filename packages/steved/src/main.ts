@@ -1,13 +1,21 @@
-// The steved process: parse, start, print how to use it, serve until a signal.
+// The steved process: read the configuration, parse, start, print how to use it, serve until
+// a signal. SIGHUP re-reads the configuration and applies it live.
 
 import { parseArgs, VERSION } from './cli'
+import { loadConfig } from './config'
 import { createDaemon, type Daemon } from './daemon'
 import { StevedError } from './errors'
 
 export async function main(argv: string[]): Promise<number> {
   let parsed
+  let configWarnings: string[] = []
+  const load = (): ReturnType<typeof parseArgs> => {
+    const cfg = loadConfig(argv)
+    configWarnings = cfg?.warnings ?? []
+    return parseArgs([...(cfg?.argv ?? []), ...argv])
+  }
   try {
-    parsed = parseArgs(argv)
+    parsed = load()
   } catch (e) {
     return fail(e)
   }
@@ -18,6 +26,7 @@ export async function main(argv: string[]): Promise<number> {
     if (level === 'info' && !verbose) return
     process.stderr.write(`steved: ${level === 'warn' ? 'warning: ' : ''}${msg}\n`)
   }
+  for (const w of configWarnings) log('warn', w)
 
   let daemon: Daemon
   try {
@@ -28,8 +37,20 @@ export async function main(argv: string[]): Promise<number> {
   const stop = (): void => daemon.shutdown()
   process.on('SIGTERM', stop)
   process.on('SIGINT', stop)
-  process.on('SIGHUP', () => log('warn', 'SIGHUP ignored (no configuration file to reload yet)'))
   process.on('SIGUSR1', () => process.stderr.write(daemon.report() + '\n'))
+  process.on('SIGHUP', () => {
+    try {
+      const next = load()
+      for (const w of configWarnings) log('warn', w)
+      if (next === null) return
+      const restart = daemon.reconfigure(next.options)
+      if (restart.length) log('warn', `changes to ${restart.join(', ')} take effect after a restart`)
+      process.stderr.write('steved: configuration reloaded\n')
+    } catch (e) {
+      const msg = e instanceof StevedError ? `${e.message}${e.hint ? ` (${e.hint})` : ''}` : String(e)
+      process.stderr.write(`steved: configuration rejected, settings unchanged: ${msg}\n`)
+    }
+  })
 
   try {
     const info = await daemon.start()

@@ -1,0 +1,57 @@
+// The status document: what `stevectl status --json` prints and SIGUSR1 describes in prose.
+// Schema: packages/steved/status.schema.json (documented in docs/control.md). Bump
+// STATUS_VERSION on any incompatible change.
+
+import type { PoolSnapshot } from './core'
+
+export const STATUS_VERSION = 1
+
+export interface ServerInfo {
+  pid: number
+  version: string
+  transport: 'fuse' | 'cuse'
+  path: string
+  /** Wall-clock start time, ISO 8601. */
+  startedAt: string
+  adminGroup: number | null
+}
+
+const s = (ms: number): number => Math.round(ms) / 1000
+
+export function buildStatus(snap: PoolSnapshot, server: ServerInfo, cmdline: (pid: number) => string, now = new Date()) {
+  const c = snap.config
+  return {
+    version: STATUS_VERSION,
+    time: now.toISOString(),
+    server: { ...server, uptimeSeconds: s(now.getTime() - Date.parse(server.startedAt)) },
+    pool: { jobs: snap.jobs, free: snap.free, held: snap.held, reserved: snap.reserved, waiting: snap.waiters.length },
+    settings: {
+      jobs: c.jobs,
+      minJobs: c.minJobs,
+      loadAverage: c.loadAverage,
+      loadRecheckSeconds: c.loadRecheckMs / 1000,
+      minMemoryAvailMiB: c.minMemoryAvailMiB,
+      perProcessLimit: c.perProcessLimit,
+      reservationExpirySeconds: c.reservationExpiryMs / 1000,
+    },
+    lastSample: snap.lastSample
+      ? { load1: snap.lastSample.load1, memAvailMiB: Math.round(snap.lastSample.memAvailMiB), ageSeconds: s(snap.lastSample.ageMs) }
+      : null,
+    holders: snap.holders.map((h) => ({ pid: h.pid, cmdline: cmdline(h.pid), tokens: h.tokens, heldForSeconds: h.heldForMs.map(s) })),
+    waiters: snap.waiters.map((w) => ({ pid: w.pid, cmdline: cmdline(w.pid), how: w.how, waitingForSeconds: s(w.waitingForMs), reason: w.reason })),
+    reservations: snap.reservations.map((r) => ({ pid: r.pid, cmdline: cmdline(r.pid), ageSeconds: s(r.ageMs), expiresInSeconds: s(Math.max(0, r.expiresInMs)) })),
+    counters: {
+      granted: snap.counters.granted,
+      returned: snap.counters.returned,
+      reclaimed: snap.counters.reclaimed,
+      enospc: snap.counters.enospc,
+      interrupts: snap.counters.interrupts,
+      eagain: snap.counters.eagain,
+      reservationsExpired: snap.counters.reservationsExpired,
+      peakHolders: snap.counters.peakHolders,
+      secondsAtZeroFree: s(snap.counters.msAtZeroFree),
+    },
+  }
+}
+
+export type Status = ReturnType<typeof buildStatus>

@@ -1,0 +1,367 @@
+// stevectl: read and change steved's settings while it runs, show its status, watch it live,
+// or run a command under a token. Keeps the habits of steve's `stevie`:
+//   stevectl --get-tokens --get-jobs      one value per line, in the order asked
+//   stevectl --set-jobs 6                 change a setting (root or --admin-group members)
+//   stevectl status [--json]              holders, waiters, reservations, counters
+//   stevectl top                          a live view; q or Ctrl-C quits
+//   stevectl CMD ARGS...                  run CMD holding one token (via jobclient run)
+
+import { spawnSync } from 'node:child_process'
+import * as fs from 'node:fs'
+import * as os from 'node:os'
+import * as path from 'node:path'
+
+import { fromEnv, loadNative } from 'jobclient'
+
+import {
+  SETTINGS,
+  STATUS_CHUNK_SIZE,
+  STATUS_HEADER,
+  STEVED_IOC_GET,
+  STEVED_IOC_SET,
+  STEVED_IOC_STATUS,
+  decodeSetting,
+  encodeSetting,
+  settingByName,
+  validateSetting,
+} from './control/protocol'
+import type { Status } from './status'
+import { VERSION } from './version'
+
+export class CtlError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: number,
+  ) {
+    super(message)
+  }
+}
+
+const E = os.constants.errno
+
+export const HELP = `Usage: stevectl [--device PATH] [--get-NAME ...] [--set-NAME VALUE ...]
+       stevectl [--device PATH] status [--json]
+       stevectl [--device PATH] top [--interval SECONDS]
+       stevectl [--] COMMAND [ARGS...]
+
+Talks to a running steved through the jobserver file or device itself (ioctls), so it works
+wherever that path is visible. Anyone who can open it may read; changing settings needs root
+or membership in steved's --admin-group.
+
+Settings (--get-NAME prints the value, --set-NAME VALUE changes it; "none" unsets):
+${SETTINGS.map((s) => `  ${(s.writable ? '' : '(read-only) ') + s.name}`.padEnd(34) + s.description).join('\n')}
+
+Commands:
+  status            a table of the pool, holders, waiters, reservations and counters
+  status --json     the same as JSON (schema: packages/steved/status.schema.json, docs/control.md)
+  top               a live view with a utilization history per client; q or Ctrl-C quits
+  COMMAND [ARGS]    run COMMAND holding one token, with MAKEFLAGS pointing at the pool
+
+Options:
+  --device PATH     the jobserver (default: MAKEFLAGS' fifo: path, else /dev/steve, else
+                    /run/steved/jobserver)
+  -h, --help        this help
+  --version         print the version
+
+Exit codes: 0 ok; 1 steved not running or refused (EPERM); 2 bad usage.`
+
+/** Find the jobserver path to talk to. */
+export function findDevice(explicit: string | undefined, env: NodeJS.ProcessEnv = process.env, exists = fs.existsSync): string {
+  if (explicit) return explicit
+  if (env.STEVED_DEVICE) return env.STEVED_DEVICE
+  const mf = fromEnv(env)
+  if (mf?.auth?.style === 'fifo') return mf.auth.path
+  for (const p of ['/dev/steve', '/run/steved/jobserver']) if (exists(p)) return p
+  throw new CtlError(
+    'steved does not seem to be running: no /dev/steve, no /run/steved/jobserver, no fifo: jobserver in MAKEFLAGS ' +
+      '(start it with "systemctl start steved" or "steved --help", or pass --device PATH)',
+    1,
+  )
+}
+
+/** An open connection to steved's control ioctls. */
+export class Control {
+  private readonly fd: number
+  private readonly native = loadNative()
+
+  constructor(readonly device: string) {
+    try {
+      this.fd = fs.openSync(device, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK)
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code
+      if (code === 'ENOENT') throw new CtlError(`${device} does not exist: is steved running?`, 1)
+      if (code === 'ENOTCONN' || code === 'ECONNABORTED') throw new CtlError(`${device} is a dead steved mount (steved crashed?); restart steved`, 1)
+      throw new CtlError(`cannot open ${device}: ${code}`, 1)
+    }
+  }
+
+  private ioctl(request: number, buf: Buffer): void {
+    const r = this.native.ioctl(this.fd, request, buf)
+    if (r >= 0) return
+    if (r === -E.ENOTTY || r === -E.EINVAL && request === STEVED_IOC_GET) {
+      throw new CtlError(`${this.device} is not a steved jobserver (it does not answer steved's control requests)`, 1)
+    }
+    const name = os.constants.errno ? Object.entries(E).find(([, v]) => v === -r)?.[0] ?? String(-r) : String(-r)
+    throw Object.assign(new CtlError(`${this.device}: ${name}`, 1), { errno: r })
+  }
+
+  get(name: string): number | null {
+    const def = settingByName(name)
+    if (!def) throw new CtlError(`unknown setting '${name}' (see stevectl --help)`, 2)
+    const buf = encodeSetting(def.key, 0)
+    this.ioctl(STEVED_IOC_GET, buf)
+    return decodeSetting(buf).value
+  }
+
+  set(name: string, value: number | null): void {
+    const def = settingByName(name)
+    if (!def) throw new CtlError(`unknown setting '${name}' (see stevectl --help)`, 2)
+    const why = validateSetting(def, value)
+    if (why) throw new CtlError(why, 2)
+    try {
+      this.ioctl(STEVED_IOC_SET, encodeSetting(def.key, value))
+    } catch (e) {
+      if ((e as { errno?: number }).errno === -E.EPERM) {
+        const gid = this.get('admin-group')
+        const group = gid === null ? null : groupName(gid)
+        throw new CtlError(
+          `not allowed to change ${name}: changing settings needs root` +
+            (group === null ? ' (steved was started without --admin-group)' : ` or membership in group '${group}'`),
+          1,
+        )
+      }
+      throw e
+    }
+  }
+
+  status(): Status {
+    let offset = 0
+    let total = -1
+    const parts: Buffer[] = []
+    do {
+      const buf = Buffer.alloc(STATUS_CHUNK_SIZE)
+      buf.writeUInt32LE(offset, 0)
+      this.ioctl(STEVED_IOC_STATUS, buf)
+      total = buf.readUInt32LE(0)
+      const n = buf.readUInt32LE(4)
+      parts.push(Buffer.from(buf.subarray(STATUS_HEADER, STATUS_HEADER + n)))
+      offset += n
+      if (n === 0) break
+    } while (offset < total)
+    return JSON.parse(Buffer.concat(parts).toString('utf8')) as Status
+  }
+
+  close(): void {
+    fs.closeSync(this.fd)
+  }
+}
+
+function groupName(gid: number): string {
+  try {
+    for (const line of fs.readFileSync('/etc/group', 'utf8').split('\n')) {
+      const f = line.split(':')
+      if (Number(f[2]) === gid && f[0]) return f[0]
+    }
+  } catch {
+    /* fall through */
+  }
+  return String(gid)
+}
+
+const fmt = (v: number | null): string => (v === null ? 'none' : String(v))
+const secs = (s: number): string => `${s.toFixed(s < 10 ? 2 : 0)}s`
+
+export function formatStatus(st: Status): string {
+  const out: string[] = []
+  const p = st.pool
+  out.push(`steved ${st.server.version} (pid ${st.server.pid}) serving ${st.server.transport.toUpperCase()} ${st.server.path}, up ${secs(st.server.uptimeSeconds)}`)
+  out.push(`pool: ${p.free}/${p.jobs} free, ${p.held} held, ${p.reserved} reserved, ${p.waiting} waiting`)
+  const s = st.settings
+  out.push(
+    `settings: jobs ${s.jobs}, min-jobs ${s.minJobs}, load-average ${fmt(s.loadAverage)}, load-recheck-timeout ${s.loadRecheckSeconds}s, ` +
+      `min-memory-avail ${fmt(s.minMemoryAvailMiB)}, per-process-limit ${fmt(s.perProcessLimit)}, reservation-expiry ${s.reservationExpirySeconds}s`,
+  )
+  const table = (head: string[], rows: string[][]): void => {
+    const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)))
+    const line = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(w[i]))).join('  ')
+    out.push(line(head))
+    for (const r of rows) out.push(line(r))
+  }
+  out.push('')
+  out.push(`HOLDERS (${st.holders.length})`)
+  if (st.holders.length) table(['PID', 'TOKENS', 'HELD FOR', 'COMMAND'], st.holders.map((h) => [String(h.pid), String(h.tokens), h.heldForSeconds.map(secs).join(','), h.cmdline]))
+  out.push('')
+  out.push(`WAITERS (${st.waiters.length})`)
+  if (st.waiters.length) table(['PID', 'HOW', 'WAITING', 'WHY', 'COMMAND'], st.waiters.map((w) => [String(w.pid), w.how, secs(w.waitingForSeconds), w.reason, w.cmdline]))
+  out.push('')
+  out.push(`RESERVATIONS (${st.reservations.length})`)
+  if (st.reservations.length) table(['PID', 'AGE', 'EXPIRES IN', 'COMMAND'], st.reservations.map((r) => [String(r.pid), secs(r.ageSeconds), secs(r.expiresInSeconds), r.cmdline]))
+  const c = st.counters
+  out.push('')
+  out.push(
+    `since start: ${c.granted} granted, ${c.returned} returned, ${c.reclaimed} reclaimed, ${c.enospc} ENOSPC, ${c.interrupts} interrupted, ` +
+      `${c.eagain} EAGAIN, ${c.reservationsExpired} reservations expired, peak ${c.peakHolders} holders, ${secs(c.secondsAtZeroFree)} at zero free`,
+  )
+  return out.join('\n')
+}
+
+const BARS = ' ▁▂▃▄▅▆▇█'
+
+/** One frame of `stevectl top`: the pool, then each client with its recent token history. */
+export function renderTop(st: Status, history: Map<number, number[]>, width: number, histLen: number): string {
+  const p = st.pool
+  const lines: string[] = []
+  const load = st.lastSample ? `load ${st.lastSample.load1}  mem ${st.lastSample.memAvailMiB} MiB` : ''
+  lines.push(`steved ${st.server.path}  ${p.free}/${p.jobs} free  ${p.held} held  ${p.reserved} reserved  ${p.waiting} waiting  ${load}`)
+  lines.push(`granted ${st.counters.granted}  reclaimed ${st.counters.reclaimed}  interrupted ${st.counters.interrupts}   (q quits)`)
+  lines.push('')
+  lines.push(`${'PID'.padEnd(8)}${'TOK'.padEnd(5)}${'WAIT'.padEnd(6)}${'HISTORY'.padEnd(histLen + 2)}COMMAND`)
+  const waiting = new Map<number, number>()
+  for (const w of st.waiters) waiting.set(w.pid, (waiting.get(w.pid) ?? 0) + 1)
+  const pids = new Set<number>([...history.keys()])
+  for (const pid of pids) {
+    const h = history.get(pid)!
+    const holder = st.holders.find((x) => x.pid === pid)
+    const waiter = st.waiters.find((x) => x.pid === pid)
+    const cmd = holder?.cmdline ?? waiter?.cmdline ?? '(gone)'
+    const spark = h.map((n) => BARS[Math.min(BARS.length - 1, Math.round((n / Math.max(1, p.jobs)) * (BARS.length - 1)))]).join('')
+    const row = `${String(pid).padEnd(8)}${String(holder?.tokens ?? 0).padEnd(5)}${String(waiting.get(pid) ?? '').padEnd(6)}${spark.padStart(histLen).padEnd(histLen + 2)}${cmd}`
+    lines.push(row.slice(0, Math.max(20, width)))
+  }
+  return lines.join('\n')
+}
+
+/** Update per-client histories with one status sample; clients idle for a whole window drop out. */
+export function recordHistory(st: Status, history: Map<number, number[]>, histLen: number): void {
+  const now = new Map<number, number>()
+  for (const h of st.holders) now.set(h.pid, h.tokens)
+  for (const w of st.waiters) if (!now.has(w.pid)) now.set(w.pid, 0)
+  for (const pid of now.keys()) if (!history.has(pid)) history.set(pid, [])
+  for (const [pid, h] of history) {
+    h.push(now.get(pid) ?? 0)
+    if (h.length > histLen) h.shift()
+    if (!now.has(pid) && h.every((n) => n === 0)) history.delete(pid)
+  }
+}
+
+async function top(ctl: Control, intervalMs: number): Promise<number> {
+  const out = process.stdout
+  const history = new Map<number, number[]>()
+  const histLen = 30
+  const stdin = process.stdin
+  let done = false
+  let wake: (() => void) | null = null
+  const quit = (): void => {
+    done = true
+    wake?.()
+  }
+  if (stdin.isTTY) {
+    stdin.setRawMode(true)
+    stdin.resume()
+    stdin.on('data', (d: Buffer) => {
+      if (d.includes(0x71) || d.includes(0x03)) quit() // q or Ctrl-C
+    })
+  }
+  process.on('SIGINT', quit)
+  process.on('SIGTERM', quit)
+  out.write('\x1b[?25l')
+  try {
+    while (!done) {
+      const st = ctl.status()
+      recordHistory(st, history, histLen)
+      out.write('\x1b[H\x1b[2J' + renderTop(st, history, out.columns ?? 120, histLen) + '\n')
+      await new Promise<void>((r) => {
+        wake = r
+        setTimeout(r, intervalMs)
+      })
+    }
+  } finally {
+    out.write('\x1b[?25h')
+    if (stdin.isTTY) stdin.setRawMode(false)
+    stdin.pause()
+  }
+  return 0
+}
+
+function parseValue(name: string, v: string | undefined): number | null {
+  if (v === undefined) throw new CtlError(`--set-${name} needs a value`, 2)
+  if (v === 'none') return null
+  const n = Number(v)
+  if (v.trim() === '' || !Number.isFinite(n)) throw new CtlError(`--set-${name}: '${v}' is not a number (or "none")`, 2)
+  return n
+}
+
+/** Run the CLI; returns the exit code. Output goes through `write`. */
+export async function stevectl(argv: string[], write: (s: string) => void = (s) => process.stdout.write(s)): Promise<number> {
+  let device: string | undefined
+  const ops: Array<{ op: 'get' | 'set'; name: string; value?: number | null }> = []
+  let i = 0
+  for (; i < argv.length; i++) {
+    const a = argv[i]
+    if (a === '-h' || a === '--help') {
+      write(HELP + '\n')
+      return 0
+    }
+    if (a === '--version') {
+      write(`${VERSION}\n`)
+      return 0
+    }
+    if (a === '--device') device = argv[++i]
+    else if (a.startsWith('--device=')) device = a.slice(9)
+    else if (a.startsWith('--get-')) ops.push({ op: 'get', name: a.slice(6) })
+    else if (a.startsWith('--set-')) {
+      const eq = a.indexOf('=')
+      const name = eq > 0 ? a.slice(6, eq) : a.slice(6)
+      ops.push({ op: 'set', name, value: parseValue(name, eq > 0 ? a.slice(eq + 1) : argv[++i]) })
+    } else if (a === '--') {
+      i++
+      break
+    } else if (a.startsWith('-')) throw new CtlError(`unknown option '${a}' (see stevectl --help)`, 2)
+    else break
+  }
+  for (const o of ops) if (!settingByName(o.name)) throw new CtlError(`unknown setting '${o.name}' (see stevectl --help)`, 2)
+  const rest = argv.slice(i)
+
+  if (rest.length === 0 && ops.length === 0) {
+    write(HELP + '\n')
+    return 2
+  }
+  if (rest[0] === 'status' || rest[0] === 'top') {
+    const ctl = new Control(findDevice(device))
+    try {
+      if (rest[0] === 'status') {
+        const extra = rest.slice(1).filter((x) => x !== '--json')
+        if (extra.length) throw new CtlError(`status: unexpected '${extra[0]}'`, 2)
+        const st = ctl.status()
+        write(rest.includes('--json') ? JSON.stringify(st, null, 2) + '\n' : formatStatus(st) + '\n')
+        return 0
+      }
+      let interval = 1
+      if (rest[1] === '--interval') interval = Number(rest[2])
+      if (!(interval > 0)) throw new CtlError('top: --interval must be a number of seconds > 0', 2)
+      return await top(ctl, interval * 1000)
+    } finally {
+      ctl.close()
+    }
+  }
+  if (ops.length) {
+    if (rest.length) throw new CtlError(`cannot combine --get/--set with a command ('${rest[0]}')`, 2)
+    const ctl = new Control(findDevice(device))
+    try {
+      for (const o of ops) {
+        if (o.op === 'get') write(fmt(ctl.get(o.name)) + '\n')
+        else ctl.set(o.name, o.value ?? null)
+      }
+    } finally {
+      ctl.close()
+    }
+    return 0
+  }
+  // A command: hold one token while it runs (jobclient does the acquiring and the MAKEFLAGS).
+  const env = { ...process.env }
+  if (device || !fromEnv(env)?.auth) env.MAKEFLAGS = `--jobserver-auth=fifo:${findDevice(device)}`
+  const jobclient = path.join(path.dirname(require.resolve('jobclient/package.json')), 'bin', 'jobclient.js')
+  const r = spawnSync(process.execPath, [jobclient, 'run', '--', ...rest], { stdio: 'inherit', env })
+  if (r.error) throw new CtlError(`cannot run jobclient: ${r.error.message}`, 1)
+  return r.status ?? 128 + (os.constants.signals[r.signal as NodeJS.Signals] ?? 0)
+}
