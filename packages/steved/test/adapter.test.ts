@@ -124,7 +124,7 @@ t.test('the CUSE path registers /dev/<name> through /dev/cuse and fixes its perm
   t.equal(pickTransport('auto', dev), 'cuse', 'auto picks CUSE where /dev/cuse exists')
   t.equal(pickTransport('auto', path.join(dev, 'none')), 'fuse')
   const d = createDaemon(
-    { pool: defaultConfig(4), transport: 'auto', path: '/unused', devName: 'steve.test', mode: 0o660, group: '0', user: null },
+    { pool: defaultConfig(4), transport: 'auto', path: '/unused', devName: 'steve.test', mode: 0o660, group: '0', user: null, adminGroup: null },
     { addon: fakeAddon, devDir: dev },
   )
   const s = FakeSession.last
@@ -146,7 +146,7 @@ t.test('CUSE refuses a device name that is already registered', async (t) => {
   fs.writeFileSync(path.join(dev, 'cuse'), '')
   fs.writeFileSync(path.join(dev, 'steve'), '')
   const d = createDaemon(
-    { pool: defaultConfig(1), transport: 'cuse', path: '/unused', devName: 'steve', mode: 0o666, group: null, user: null },
+    { pool: defaultConfig(1), transport: 'cuse', path: '/unused', devName: 'steve', mode: 0o666, group: null, user: null, adminGroup: null },
     { addon: fakeAddon, devDir: dev },
   )
   await t.rejects(d.start(), { code: 'ERR_STEVED_BUSY' })

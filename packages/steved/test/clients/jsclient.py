@@ -97,6 +97,14 @@ elif cmd == "poll-empty":
     p.register(fd, select.POLLIN)
     say("revents", p.poll(0))
 
+elif cmd == "poll-stay":
+    # poll(0) (no notify handle) and stay alive without reading: a reservation that waits.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    say("revents", p.poll(0))
+    time.sleep(3600)
+
 elif cmd == "poll-wait":
     # Wait in poll() (a notify handle) for a token, then read it without blocking.
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
