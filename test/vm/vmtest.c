@@ -36,8 +36,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define WATCHDOG_S 60    /* a whole test; only a hung server reaches it */
-#define WAIT_MS 20000    /* one bounded wait inside a test */
+#define WATCHDOG_S 30    /* a whole test; only a hung server reaches it */
+#define WAIT_MS 10000    /* one bounded wait inside a test */
 
 static const char *test_name = "?";
 static const char *dev;

@@ -29,19 +29,43 @@ uptime_s() { cut -d' ' -f1 /proc/uptime; }
 # vt NAME TEST [ARGS]: a vmtest test; vt_as UID GID [SUPGID] -- NAME TEST: the same as a user.
 vt() {
   _n=$1; _t=$2; shift 2
-  VMTEST_NAME=$_n $VT "$_t" $DEV $JOBS "$@" >/tmp/vt.out 2>&1
-  _finish_vt $? "$_n"
+  VMTEST_NAME=$_n $VT "$_t" $DEV $JOBS "$@" >/tmp/vt.out 2>&1 &
+  _finish_vt $! "$_n"
 }
 vt_as() {
   _pre=""
   while [ "$1" != "--" ]; do _pre="$_pre $1"; shift; done
   shift; _n=$1; _t=$2
-  VMTEST_NAME=$_n $VT $_pre $VT "$_t" $DEV $JOBS >/tmp/vt.out 2>&1
-  _finish_vt $? "$_n"
+  VMTEST_NAME=$_n $VT $_pre $VT "$_t" $DEV $JOBS >/tmp/vt.out 2>&1 &
+  _finish_vt $! "$_n"
 }
+# Wait for a vmtest (its own watchdog ends it within 30 s). One that outlives HUNG_S is stuck
+# in the kernel: show where, fail it, and go on with the next test.
+HUNG_S=45
 _finish_vt() {
+  _i=0
+  while alive $1 && [ $_i -lt $((HUNG_S * 10)) ]; do sleep 0.1; _i=$((_i + 1)); done
+  if alive $1; then
+    cat /tmp/vt.out
+    echo "## $2: still running after ${HUNG_S} s; processes:"
+    show_stuck
+    notok "$2" "hung for ${HUNG_S} s (see the process states above)"
+    kill -KILL $1 2>/dev/null
+    return
+  fi
+  wait $1; _rc=$?
   cat /tmp/vt.out
-  grep -q "^@@ " /tmp/vt.out || notok "$2" "vmtest exited with status $1 and no result"
+  grep -q "^@@ " /tmp/vt.out || notok "$2" "vmtest exited with status $_rc and no result"
+}
+# Every process that is not a kernel thread: pid, state, wchan, command line, kernel stack.
+show_stuck() {
+  for _d in /proc/[0-9]*; do
+    _p=${_d#/proc/}
+    [ -s $_d/cmdline ] || continue
+    _st=$(cut -d' ' -f3 $_d/stat 2>/dev/null)
+    echo "##   pid $_p state $_st wchan $(cat $_d/wchan 2>/dev/null) syscall $(cut -d' ' -f1-2 $_d/syscall 2>/dev/null): $(tr '\0' ' ' <$_d/cmdline | cut -c1-80)"
+    case "$_st" in D) sed 's/^/##     /' $_d/stack 2>/dev/null ;; esac
+  done
 }
 
 # A process is alive while /proc/PID exists and is not a zombie.
