@@ -31,6 +31,12 @@ export function formatReport(s: PoolSnapshot, where: string, cmdline: (pid: numb
   for (const r of s.reservations) {
     lines.push(`  pid ${r.pid}  fh ${r.fh}  reserved ${secs(r.ageMs)} ago, expires in ${secs(Math.max(0, r.expiresInMs))}  ${cmdline(r.pid)}`)
   }
+  if (s.groups.length) {
+    lines.push('groups:')
+    for (const g of s.groups) {
+      lines.push(`  ${g.name}  ${g.tokens}/${g.limit ?? 'unlimited'} tokens  roots ${g.roots.join(',')}  members ${g.members.join(',')}`)
+    }
+  }
   const k = s.counters
   lines.push(
     `since start: ${k.granted} granted, ${k.returned} returned, ${k.reclaimed} reclaimed from exited processes, ` +

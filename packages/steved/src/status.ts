@@ -40,6 +40,7 @@ export function buildStatus(snap: PoolSnapshot, server: ServerInfo, cmdline: (pi
     holders: snap.holders.map((h) => ({ pid: h.pid, cmdline: cmdline(h.pid), tokens: h.tokens, heldForSeconds: h.heldForMs.map(s) })),
     waiters: snap.waiters.map((w) => ({ pid: w.pid, cmdline: cmdline(w.pid), how: w.how, waitingForSeconds: s(w.waitingForMs), reason: w.reason })),
     reservations: snap.reservations.map((r) => ({ pid: r.pid, cmdline: cmdline(r.pid), ageSeconds: s(r.ageMs), expiresInSeconds: s(Math.max(0, r.expiresInMs)) })),
+    groups: snap.groups.map((g) => ({ name: g.name, limit: g.limit, roots: g.roots, members: g.members, tokens: g.tokens })),
     counters: {
       granted: snap.counters.granted,
       returned: snap.counters.returned,

@@ -4,6 +4,7 @@
 //   stevectl --set-jobs 6                 change a setting (root or --admin-group members)
 //   stevectl status [--json]              holders, waiters, reservations, counters
 //   stevectl top                          a live view; q or Ctrl-C quits
+//   stevectl group join NAME PID [LIMIT]  cap a process tree (with the group's others) at LIMIT tokens
 //   stevectl CMD ARGS...                  run CMD holding one token (via jobclient run)
 
 import { spawnSync } from 'node:child_process'
@@ -17,10 +18,14 @@ import {
   SETTINGS,
   STATUS_CHUNK_SIZE,
   STATUS_HEADER,
+  GROUP_OP_JOIN,
+  GROUP_OP_REMOVE,
   STEVED_IOC_GET,
+  STEVED_IOC_GROUP,
   STEVED_IOC_SET,
   STEVED_IOC_STATUS,
   decodeSetting,
+  encodeGroup,
   encodeSetting,
   settingByName,
   validateSetting,
@@ -42,6 +47,8 @@ const E = os.constants.errno
 export const HELP = `Usage: stevectl [--device PATH] [--get-NAME ...] [--set-NAME VALUE ...]
        stevectl [--device PATH] status [--json]
        stevectl [--device PATH] top [--interval SECONDS]
+       stevectl [--device PATH] group join NAME PID [LIMIT|none]
+       stevectl [--device PATH] group remove NAME
        stevectl [--] COMMAND [ARGS...]
 
 Talks to a running steved through the jobserver file or device itself (ioctls), so it works
@@ -55,6 +62,11 @@ Commands:
   status            a table of the pool, holders, waiters, reservations and counters
   status --json     the same as JSON (schema: packages/steved/status.schema.json, docs/control.md)
   top               a live view with a utilization history per client; q or Ctrl-C quits
+  group join NAME PID [LIMIT]
+                    put the process tree under PID into group NAME: all its processes together
+                    hold at most LIMIT tokens (per-package caps; the emerge shim uses this).
+                    Allowed for your own processes; the group ends when its last tree root exits
+  group remove NAME dissolve a group
   COMMAND [ARGS]    run COMMAND holding one token, with MAKEFLAGS pointing at the pool
 
 Options:
@@ -134,6 +146,27 @@ export class Control {
     }
   }
 
+  /** Cap the process tree under `pid` at `limit` tokens, together with the group's other trees. */
+  groupJoin(name: string, pid: number, limit: number | null): void {
+    this.guarded(`put pid ${pid} into group ${name}`, () => this.ioctl(STEVED_IOC_GROUP, encodeGroup({ op: GROUP_OP_JOIN, name, pid, limit })))
+  }
+
+  groupRemove(name: string): void {
+    this.guarded(`remove group ${name}`, () => this.ioctl(STEVED_IOC_GROUP, encodeGroup({ op: GROUP_OP_REMOVE, name, pid: 0, limit: null })))
+  }
+
+  private guarded(what: string, fn: () => void): void {
+    try {
+      fn()
+    } catch (e) {
+      const errno = (e as { errno?: number }).errno
+      if (errno === -E.EPERM) throw new CtlError(`not allowed to ${what}: the processes belong to another user`, 1)
+      if (errno === -E.ESRCH) throw new CtlError(`cannot ${what}: no such process`, 1)
+      if (errno === -E.ENOENT) throw new CtlError(`cannot ${what}: no such group`, 1)
+      throw e
+    }
+  }
+
   status(): Status {
     let offset = 0
     let total = -1
@@ -196,6 +229,11 @@ export function formatStatus(st: Status): string {
   out.push('')
   out.push(`RESERVATIONS (${st.reservations.length})`)
   if (st.reservations.length) table(['PID', 'AGE', 'EXPIRES IN', 'COMMAND'], st.reservations.map((r) => [String(r.pid), secs(r.ageSeconds), secs(r.expiresInSeconds), r.cmdline]))
+  if (st.groups.length) {
+    out.push('')
+    out.push(`GROUPS (${st.groups.length})`)
+    table(['NAME', 'TOKENS', 'LIMIT', 'ROOTS', 'MEMBERS'], st.groups.map((g) => [g.name, String(g.tokens), g.limit === null ? 'none' : String(g.limit), g.roots.join(','), g.members.join(',')]))
+  }
   const c = st.counters
   out.push('')
   out.push(
@@ -325,6 +363,25 @@ export async function stevectl(argv: string[], write: (s: string) => void = (s) 
   if (rest.length === 0 && ops.length === 0) {
     write(HELP + '\n')
     return 2
+  }
+  if (rest[0] === 'group') {
+    const [, op, name, pidArg, limitArg] = rest
+    const ctl = new Control(findDevice(device))
+    try {
+      if (op === 'join' && name && pidArg && /^\d+$/.test(pidArg) && rest.length <= 5) {
+        const limit = limitArg === undefined || limitArg === 'none' ? null : Number(limitArg)
+        if (limit !== null && !(Number.isInteger(limit) && limit >= 1)) throw new CtlError(`group join: LIMIT must be a whole number >= 1 or "none" (got '${limitArg}')`, 2)
+        ctl.groupJoin(name, Number(pidArg), limit)
+        return 0
+      }
+      if (op === 'remove' && name && rest.length === 3) {
+        ctl.groupRemove(name)
+        return 0
+      }
+      throw new CtlError('usage: stevectl group join NAME PID [LIMIT|none] | stevectl group remove NAME', 2)
+    } finally {
+      ctl.close()
+    }
   }
   if (rest[0] === 'status' || rest[0] === 'top') {
     const ctl = new Control(findDevice(device))

@@ -9,7 +9,8 @@ import t from 'tap'
 
 import { configToArgv } from '../src/config'
 import { run, start } from '../../../test/helpers/proc'
-import { startSteved, tmpDir, waitForReport, reportFree } from '../../../test/helpers/steved'
+import { maxOverlap, parseJobLog } from '../../../test/helpers/joblog'
+import { MAKE44, startSteved, tmpDir, waitForReport, reportFree } from '../../../test/helpers/steved'
 
 const CTL = path.join(__dirname, '..', 'bin', 'stevectl.js')
 const CLIENT = path.join(__dirname, 'clients', 'jsclient.py')
@@ -218,3 +219,39 @@ async function waitFor(pred: () => boolean, what: string, ms = 10000): Promise<v
     await new Promise((r) => setTimeout(r, 20))
   }
 }
+
+t.test('a capped process tree (stevectl group join) never exceeds its cap while another build uses the rest', async (t) => {
+  const dir = tmpDir(t)
+  fs.chmodSync(dir, 0o755)
+  const s = await startSteved(t, { jobs: 6, dir })
+  const log = path.join(dir, 'jobs.log')
+  for (const name of ['capped', 'free']) {
+    const targets = Array.from({ length: 12 }, (_, i) => `${name}-${i}`).join(' ')
+    fs.writeFileSync(
+      path.join(dir, `${name}.mk`),
+      `all: ${targets}\n${targets}:\n\t@echo "start $@ $$(date +%s%N)" >> ${log}; sleep 0.3; echo "end $@ $$(date +%s%N)" >> ${log}\n`,
+    )
+  }
+  const env = { ...process.env, MAKEFLAGS: s.makeflags }
+  // The capped build's shell waits until it is in its group before it starts make.
+  const capped = start(t, 'bash', ['-c', `while [ ! -e ${dir}/go ]; do sleep 0.02; done; exec ${MAKE44} -f ${dir}/capped.mk`], { env })
+  const joined = await ctl(s.path, 'group', 'join', 'dev-qt/qtwebengine', String(capped.pid), '2')
+  t.equal(joined.code, 0, joined.stderr)
+  const st = JSON.parse((await ctl(s.path, 'status', '--json')).stdout)
+  t.match(st.groups, [{ name: 'dev-qt/qtwebengine', limit: 2, roots: [capped.pid] }])
+  fs.writeFileSync(path.join(dir, 'go'), '')
+  const free = await run(MAKE44, ['-f', path.join(dir, 'free.mk')], { env, timeoutMs: 120000 })
+  const c = await capped.exited
+  t.equal(c.code, 0, c.stderr)
+  t.equal(free.code, 0, free.stderr)
+  const jobs = parseJobLog(fs.readFileSync(log, 'utf8'))
+  const cappedPeak = maxOverlap(jobs.filter((j) => j.name.startsWith('capped-')))
+  const freePeak = maxOverlap(jobs.filter((j) => j.name.startsWith('free-')))
+  t.ok(cappedPeak <= 2 + 1, `capped build peaked at ${cappedPeak} jobs: 2 tokens + its implicit slot`)
+  t.ok(freePeak > 3, `the uncapped build peaked at ${freePeak} jobs: it used the rest of the pool`)
+  const after = JSON.parse((await ctl(s.path, 'status', '--json')).stdout)
+  t.same(after.groups, [], 'the group ended with its root')
+  const other = await ctlAs(65534, s.path, 'group', 'join', 'x', String(process.pid), '1')
+  t.equal(other.code, 1, 'nobody may cap root-owned processes')
+  t.match(other.stderr, /belong to another user/)
+})

@@ -385,3 +385,29 @@ t.test('random interleavings keep every invariant', (t) => {
   t.pass('3000 random steps')
   t.end()
 })
+
+t.test('a process group shares one cap; others are not held back; the group ends with its roots', (t) => {
+  // 11 and 12 are children of 10; 20 is unrelated.
+  const parents: Record<number, number> = { 11: 10, 12: 10, 10: 1, 20: 1 }
+  const ancestry = (pid: number): number[] => {
+    const out: number[] = []
+    for (let p = pid; p > 1; p = parents[p] ?? 1) out.push(p)
+    return out
+  }
+  const s = new Sim({ jobs: 5 }, t)
+  ;(s as unknown as { pool: Pool }).pool = new Pool({ ...defaultConfig(5) }, ancestry)
+  s.send({ kind: 'group-join', name: 'www-client/chromium', root: 10, limit: 2 })
+  t.ok(s.got(s.read(11, 1)))
+  t.ok(s.got(s.read(12, 2)))
+  const capped = s.read(11, 1)
+  t.ok(s.pending(capped), 'a third token for the group waits')
+  t.match(s.pool.snapshot().waiters, [{ pid: 11, reason: 'group-limit' }])
+  t.ok(s.got(s.read(20, 3)), 'an unrelated process is served past it')
+  t.match(s.pool.snapshot().groups, [{ name: 'www-client/chromium', limit: 2, roots: [10], members: [10, 11, 12], tokens: 2 }])
+  s.write(12, 2)
+  t.ok(s.got(capped), 'served when the group is under its cap again')
+  s.exit(10)
+  t.same(s.pool.snapshot().groups, [], 'the group ends with its last root')
+  t.ok(s.got(s.read(11, 1)), 'former members are no longer capped')
+  t.end()
+})

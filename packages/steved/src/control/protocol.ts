@@ -24,6 +24,15 @@ export const STEVED_IOC_SET = ioc(IOC_WRITE, 0x02, SETTING_SIZE)
 /** The status JSON, in chunks; offset 0 takes a fresh snapshot for this open file. */
 export const STEVED_IOC_STATUS = ioc(IOC_READ | IOC_WRITE, 0x03, STATUS_CHUNK_SIZE)
 
+/** Group requests: u32 op, u32 flags, u32 pid, u32 0, f64 limit, then a NUL-terminated name. */
+export const GROUP_SIZE = 256
+export const GROUP_NAME_MAX = GROUP_SIZE - 24 - 1
+/** Put the process tree under `pid` into the named group, capped at `limit` tokens. */
+export const GROUP_OP_JOIN = 1
+/** Dissolve the named group. */
+export const GROUP_OP_REMOVE = 2
+export const STEVED_IOC_GROUP = ioc(IOC_WRITE, 0x04, GROUP_SIZE)
+
 /** flags bit: the setting has no value (no load limit, no memory floor, ...). */
 export const FLAG_UNSET = 1
 
@@ -131,4 +140,33 @@ export function decodeSetting(b: Buffer): { key: number; value: number | null } 
   const key = b.readUInt32LE(0)
   const flags = b.readUInt32LE(4)
   return { key, value: flags & FLAG_UNSET ? null : b.readDoubleLE(8) }
+}
+
+export interface GroupRequest {
+  op: number
+  name: string
+  pid: number
+  limit: number | null
+}
+
+export function encodeGroup(r: GroupRequest): Buffer {
+  const name = Buffer.from(r.name, 'utf8')
+  if (name.length === 0 || name.length > GROUP_NAME_MAX) throw new RangeError(`group names are 1 to ${GROUP_NAME_MAX} bytes`)
+  const b = Buffer.alloc(GROUP_SIZE)
+  b.writeUInt32LE(r.op, 0)
+  b.writeUInt32LE(r.limit === null ? FLAG_UNSET : 0, 4)
+  b.writeUInt32LE(r.pid, 8)
+  b.writeDoubleLE(r.limit ?? 0, 16)
+  name.copy(b, 24)
+  return b
+}
+
+export function decodeGroup(b: Buffer): GroupRequest {
+  const end = b.indexOf(0, 24)
+  return {
+    op: b.readUInt32LE(0),
+    limit: b.readUInt32LE(4) & FLAG_UNSET ? null : b.readDoubleLE(16),
+    pid: b.readUInt32LE(8),
+    name: b.subarray(24, end < 0 ? b.length : end).toString('utf8'),
+  }
 }

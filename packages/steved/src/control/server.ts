@@ -4,14 +4,20 @@
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 
+import { uidOf } from '../io/procfs'
 import type { IoctlHandler, IoctlRequest, TokenServer } from '../io/server'
 import {
   STATUS_CHUNK_SIZE,
   STATUS_HEADER,
+  GROUP_OP_JOIN,
+  GROUP_OP_REMOVE,
+  GROUP_SIZE,
   STEVED_IOC_GET,
+  STEVED_IOC_GROUP,
   STEVED_IOC_SET,
   STEVED_IOC_STATUS,
   configPatch,
+  decodeGroup,
   decodeSetting,
   encodeSetting,
   settingByKey,
@@ -93,6 +99,30 @@ export function controlHandler(server: TokenServer, opts: ControlOptions): Ioctl
         server.configure(configPatch(def, value))
         opts.log?.(`pid ${req.pid} (uid ${req.uid}) set ${def.name} to ${value ?? 'none'}`)
         return { result: 0 }
+      }
+      case STEVED_IOC_GROUP: {
+        if (req.input.length < GROUP_SIZE) return { errno: E.EINVAL }
+        const g = decodeGroup(req.input)
+        if (!g.name || (g.limit !== null && !(Number.isInteger(g.limit) && g.limit >= 1))) return { errno: E.EINVAL }
+        if (g.op === GROUP_OP_JOIN) {
+          // A cap only restricts, but nobody may cap someone else's processes: the tree's root
+          // must belong to the caller's uid (or the caller may change settings anyway).
+          const owner = uidOf(g.pid, procRoot)
+          if (owner === null) return { errno: E.ESRCH }
+          if (owner !== req.uid && !mayChange(req)) return { errno: E.EPERM }
+          server.group(g.name, g.pid, g.limit)
+          opts.log?.(`pid ${req.pid} put the tree of pid ${g.pid} into group ${g.name} (limit ${g.limit ?? 'none'})`)
+          return { result: 0 }
+        }
+        if (g.op === GROUP_OP_REMOVE) {
+          const known = server.snapshot().groups.find((x) => x.name === g.name)
+          if (!known) return { errno: E.ENOENT }
+          const owners = known.roots.map((r) => uidOf(r, procRoot))
+          if (!mayChange(req) && owners.some((u) => u !== null && u !== req.uid)) return { errno: E.EPERM }
+          server.group(g.name, null, null)
+          return { result: 0 }
+        }
+        return { errno: E.EINVAL }
       }
       case STEVED_IOC_STATUS: {
         if (req.input.length < 4) return { errno: E.EINVAL }

@@ -6,6 +6,7 @@
 
 import {
   DEFAULT_RESERVATION_EXPIRY_MS,
+  type AncestryLookup,
   type Counters,
   type Effect,
   type Input,
@@ -26,6 +27,14 @@ interface Proc {
   everRead: boolean
   /** Open files this process opened (used only for pid 0, which has no pidfd). */
   openFiles: number
+  /** The group this process belongs to, if any. */
+  group: string | null
+}
+
+interface Group {
+  name: string
+  limit: number | null
+  roots: Set<number>
 }
 
 interface Waiter {
@@ -69,6 +78,9 @@ export class Pool {
   private timerAt: number | null = null
   private zeroFreeSince: number | null = null
   private lastNow = 0
+  private readonly groups = new Map<string, Group>()
+  /** Root pid -> group name. */
+  private readonly groupRoots = new Map<number, string>()
   private readonly counters: Counters = {
     granted: 0,
     returned: 0,
@@ -81,7 +93,10 @@ export class Pool {
     msAtZeroFree: 0,
   }
 
-  constructor(config: PoolConfig) {
+  constructor(
+    config: PoolConfig,
+    private readonly ancestry: AncestryLookup = (pid) => [pid],
+  ) {
     this.cfg = { ...config }
   }
 
@@ -146,6 +161,16 @@ export class Pool {
         this.cfg = { ...this.cfg, ...input.patch }
         this.dispatch(input.now, out)
         break
+      case 'group-join':
+        this.onGroupJoin(input.name, input.root, input.limit, out)
+        this.dispatch(input.now, out)
+        break
+      case 'group-remove': {
+        const g = this.groups.get(input.name)
+        if (g) this.dissolve(g)
+        this.dispatch(input.now, out)
+        break
+      }
     }
     this.afterEvent(input.now, out)
     return out
@@ -221,7 +246,47 @@ export class Pool {
     this.dispatch(now, out)
   }
 
+  private onGroupJoin(name: string, root: number, limit: number | null, out: Effect[]): void {
+    let g = this.groups.get(name)
+    if (!g) {
+      g = { name, limit, roots: new Set() }
+      this.groups.set(name, g)
+    }
+    g.limit = limit
+    const previous = this.groupRoots.get(root)
+    if (previous !== undefined && previous !== name) this.groups.get(previous)?.roots.delete(root)
+    g.roots.add(root)
+    this.groupRoots.set(root, name)
+    // The root must be watched so the group ends with it; known processes may now belong.
+    this.proc(root, out)
+    for (const p of this.procs.values()) p.group = this.groupOf(p.pid)
+  }
+
+  /** The group of the nearest registered root among a process and its ancestors. */
+  private groupOf(pid: number): string | null {
+    if (this.groupRoots.size === 0 || pid === 0) return null
+    for (const a of this.ancestry(pid)) {
+      const g = this.groupRoots.get(a)
+      if (g !== undefined) return g
+    }
+    return null
+  }
+
+  private dissolve(g: Group): void {
+    for (const r of g.roots) this.groupRoots.delete(r)
+    this.groups.delete(g.name)
+    for (const p of this.procs.values()) if (p.group === g.name) p.group = null
+  }
+
   private onExit(pid: number, now: number, out: Effect[]): void {
+    const groupName = this.groupRoots.get(pid)
+    if (groupName !== undefined) {
+      // A group lives as long as one of its roots: when the last one is gone, so is the cap.
+      const g = this.groups.get(groupName)!
+      g.roots.delete(pid)
+      this.groupRoots.delete(pid)
+      if (g.roots.size === 0) this.dissolve(g)
+    }
     const p = this.procs.get(pid)
     for (const w of this.queue) {
       if (w.pid === pid && w.how === 'read') out.push({ kind: 'reply-error', req: w.req, errno: 'EINTR' })
@@ -243,7 +308,7 @@ export class Pool {
     for (let i = 0; i < this.queue.length && this.free > 0; ) {
       if (this.globalBlock() !== null) break
       const w = this.queue[i]
-      if (this.atProcessLimit(w.pid)) {
+      if (this.atProcessLimit(w.pid) || this.atGroupLimit(w.pid)) {
         i++
         continue
       }
@@ -284,6 +349,21 @@ export class Pool {
     let n = p ? Math.max(0, p.held) : 0
     for (const r of this.reservations.values()) if (r.pid === pid) n++
     return n >= this.cfg.perProcessLimit
+  }
+
+  /** Tokens held + reserved by the members of a group. */
+  private groupTokens(name: string): number {
+    let n = 0
+    for (const p of this.procs.values()) if (p.group === name) n += Math.max(0, p.held)
+    for (const r of this.reservations.values()) if (this.procs.get(r.pid)?.group === name) n++
+    return n
+  }
+
+  private atGroupLimit(pid: number): boolean {
+    const name = this.procs.get(pid)?.group
+    if (!name) return false
+    const limit = this.groups.get(name)?.limit ?? null
+    return limit !== null && this.groupTokens(name) >= limit
   }
 
   private expireReservations(now: number): void {
@@ -332,7 +412,8 @@ export class Pool {
   private proc(pid: number, out: Effect[]): Proc {
     let p = this.procs.get(pid)
     if (!p) {
-      p = { pid, held: 0, grantedAt: [], everRead: false, openFiles: 0 }
+      p = { pid, held: 0, grantedAt: [], everRead: false, openFiles: 0, group: null }
+      p.group = this.groupOf(pid)
       this.procs.set(pid, p)
       if (pid !== 0) out.push({ kind: 'watch', pid })
     }
@@ -358,7 +439,14 @@ export class Pool {
       fh: w.fh,
       how: w.how,
       waitingForMs: now - w.since,
-      reason: global ?? (this.atProcessLimit(w.pid) ? 'per-process-limit' : 'no-tokens'),
+      reason: global ?? (this.atProcessLimit(w.pid) ? 'per-process-limit' : this.atGroupLimit(w.pid) ? 'group-limit' : 'no-tokens'),
+    }))
+    const groups = [...this.groups.values()].map((g) => ({
+      name: g.name,
+      limit: g.limit,
+      roots: [...g.roots],
+      members: [...this.procs.values()].filter((p) => p.group === g.name).map((p) => p.pid),
+      tokens: this.groupTokens(g.name),
     }))
     const reservations = [...this.reservations.values()].map((r) => ({
       pid: r.pid,
@@ -378,6 +466,7 @@ export class Pool {
       holders,
       waiters,
       reservations,
+      groups,
       counters,
     }
   }
@@ -398,7 +487,10 @@ export class Pool {
     const reqs = this.queue.filter((w) => w.how === 'read').map((w) => w.req)
     if (new Set(reqs).size !== reqs.length) bad.push('a read is queued twice')
     // Nobody may wait while a token is free and admission would let them in.
-    if (this.globalBlock() === null && this.queue.some((w) => !this.atProcessLimit(w.pid))) bad.push('a servable waiter waits')
+    if (this.globalBlock() === null && this.queue.some((w) => !this.atProcessLimit(w.pid) && !this.atGroupLimit(w.pid))) {
+      bad.push('a servable waiter waits')
+    }
+    for (const [root, name] of this.groupRoots) if (!this.groups.get(name)?.roots.has(root)) bad.push(`root ${root} of a gone group`)
     return bad
   }
 }

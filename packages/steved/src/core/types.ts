@@ -40,6 +40,14 @@ export type Input =
   | { kind: 'tick'; now: number }
   | { kind: 'sample'; load1: number; memAvailMiB: number; now: number }
   | { kind: 'configure'; patch: Partial<PoolConfig>; now: number }
+  /**
+   * Put the process tree under `root` into the group `name` (created if new) with at most
+   * `limit` tokens held + reserved by all its members together (null: no cap). Processes
+   * already known are re-examined; later ones join when first seen.
+   */
+  | { kind: 'group-join'; name: string; root: number; limit: number | null; now: number }
+  /** Dissolve a group: its members become ordinary processes again. */
+  | { kind: 'group-remove'; name: string; now: number }
 
 export type Effect =
   /** Answer a read with one token byte. */
@@ -57,7 +65,7 @@ export type Effect =
   | { kind: 'timer'; at: number | null }
 
 /** Why a waiter is still waiting. */
-export type WaitReason = 'no-tokens' | 'load' | 'memory' | 'per-process-limit'
+export type WaitReason = 'no-tokens' | 'load' | 'memory' | 'per-process-limit' | 'group-limit'
 
 export interface Counters {
   /** Tokens handed to readers. */
@@ -87,6 +95,17 @@ export interface HolderInfo {
   heldForMs: number[]
 }
 
+export interface GroupInfo {
+  name: string
+  limit: number | null
+  /** Registered tree roots still alive. */
+  roots: number[]
+  /** Known processes in the group. */
+  members: number[]
+  /** Tokens held + reserved by the members. */
+  tokens: number
+}
+
 export interface WaiterInfo {
   pid: number
   fh: number
@@ -113,5 +132,12 @@ export interface PoolSnapshot {
   holders: HolderInfo[]
   waiters: WaiterInfo[]
   reservations: ReservationInfo[]
+  groups: GroupInfo[]
   counters: Counters
 }
+
+/**
+ * Ancestry of a process, itself first, then its parent and so on (as far as it is known).
+ * Injected by the io layer (it reads /proc); the core never reads anything itself.
+ */
+export type AncestryLookup = (pid: number) => number[]

@@ -60,3 +60,30 @@ export function sampleMachine(procRoot = '/proc'): MachineSample {
   const m = /^MemAvailable:\s+(\d+) kB$/m.exec(fs.readFileSync(`${procRoot}/meminfo`, 'latin1'))
   return { load1, memAvailMiB: m ? Number(m[1]) / 1024 : Number.POSITIVE_INFINITY }
 }
+
+/** A process and its ancestors (parent, grandparent, ...), up to init or `max` steps. */
+export function ancestryOf(pid: number, procRoot = '/proc', max = 64): number[] {
+  const chain: number[] = []
+  let cur = pid
+  while (cur > 1 && chain.length < max) {
+    chain.push(cur)
+    try {
+      // The command name may contain spaces and parentheses: the ppid follows the last ')'.
+      const stat = fs.readFileSync(`${procRoot}/${cur}/stat`, 'latin1')
+      cur = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+    } catch {
+      break
+    }
+  }
+  return chain
+}
+
+/** The real uid of a process, or null if it is gone. */
+export function uidOf(pid: number, procRoot = '/proc'): number | null {
+  try {
+    const m = /^Uid:\s+(\d+)/m.exec(fs.readFileSync(`${procRoot}/${pid}/status`, 'latin1'))
+    return m ? Number(m[1]) : null
+  } catch {
+    return null
+  }
+}

@@ -7,7 +7,7 @@ import { performance } from 'node:perf_hooks'
 
 import { Pool, type Effect, type ErrnoName, type Input, type PoolConfig, type PoolSnapshot } from '../core'
 import { RequestKind, type Addon, type NativeSession } from '../native'
-import { ThreadMap, sampleMachine, type MachineSample } from './procfs'
+import { ThreadMap, ancestryOf, sampleMachine, type MachineSample } from './procfs'
 import { ProcessWatcher } from './watcher'
 
 const POLLIN = 0x001
@@ -28,6 +28,8 @@ export interface ServerDeps {
   now?: () => number
   sample?: () => MachineSample
   threads?: ThreadMap
+  /** Process ancestry for group membership (default: /proc). */
+  ancestry?: (pid: number) => number[]
   log?: (level: 'info' | 'debug', msg: string) => void
 }
 
@@ -59,7 +61,7 @@ export class TokenServer {
   ioctlHandler: IoctlHandler | null = null
 
   constructor(config: PoolConfig, deps: ServerDeps) {
-    this.pool = new Pool(config)
+    this.pool = new Pool(config, deps.ancestry ?? ((pid) => ancestryOf(pid)))
     this.now = deps.now ?? (() => performance.now())
     this.sample = deps.sample ?? (() => sampleMachine())
     this.threads = deps.threads ?? new ThreadMap()
@@ -80,6 +82,12 @@ export class TokenServer {
 
   onGone(fn: (why: number) => void): void {
     this.goneHandlers.push(fn)
+  }
+
+  /** Put a process tree into a capped group, or dissolve a group (limit undefined). */
+  group(name: string, root: number | null, limit: number | null): void {
+    if (root === null) this.feed({ kind: 'group-remove', name, now: this.now() })
+    else this.feed({ kind: 'group-join', name, root, limit, now: this.now() })
   }
 
   /** Apply a runtime configuration change (waiters are served at once if it allows). */
