@@ -156,3 +156,14 @@ t.test('mountinfo parsing undoes octal escapes', async (t) => {
   const mi = '36 35 0:33 / /run/my\\040dir/js rw,relatime - fuse.steved steved rw\n'
   t.ok(mountPoints(mi).has('/run/my dir/js'))
 })
+
+t.test('FUSE without /dev/fuse is a clear runtime error', async (t) => {
+  const dev = fs.mkdtempSync(path.join(os.tmpdir(), 'steved-dev-'))
+  t.teardown(() => fs.rmSync(dev, { recursive: true, force: true }))
+  const d = createDaemon(
+    { pool: defaultConfig(1), transport: 'fuse', path: path.join(dev, 'js'), devName: 'steve', mode: 0o666, group: null, user: null, adminGroup: null },
+    { addon: fakeAddon, devDir: dev },
+  )
+  await t.rejects(d.start(), { code: 'ERR_STEVED_NO_DEVICE', message: /fuse does not exist/ })
+  t.notOk(FakeSession.last.calls.some((c) => c[0] === 'mountFile'), 'nothing was mounted')
+})

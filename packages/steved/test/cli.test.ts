@@ -110,3 +110,15 @@ t.test('auto picks FUSE here and says so, with the MAKEFLAGS line', async (t) =>
   t.equal(d.code, 0)
   t.notOk(isMounted(file), 'unmounted on SIGTERM')
 })
+
+t.test('an unprivileged user without user_allow_other is told to use root (exit 1)', async (t) => {
+  const dir = tmpDir(t)
+  fs.chmodSync(dir, 0o777)
+  const r = await run('setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups', process.execPath, BIN, '--transport', 'fuse', '--path', path.join(dir, 'js'), '-j', '1'], {
+    timeoutMs: 20000,
+    env: { PATH: process.env.PATH },
+  })
+  t.equal(r.code, 1)
+  t.match(r.stderr, /needs root.*--user.*user_allow_other/)
+  t.notOk(isMounted(path.join(dir, 'js')))
+})

@@ -20,7 +20,7 @@
 //   - a dead process holds nothing, waits for nothing, has nothing reserved, and every process
 //     the pool keeps state for is watched.
 //
-// STEVED_MODEL_RUNS=N raises the number of random runs per property (default 300).
+// STEVED_MODEL_RUNS=N raises the number of random runs per property (default 1000).
 
 import * as fc from 'fast-check'
 import t, { type Test } from 'tap'
@@ -136,6 +136,12 @@ export class World {
 
   filesOf(pid: number): number[] {
     return [...this.files].filter(([, f]) => f.users.has(pid)).map(([fh]) => fh)
+  }
+
+  /** The files a process has, opening one first if it has none. */
+  filesOrOpen(pid: number): number[] {
+    if (!this.filesOf(pid).length) this.open(pid)
+    return this.filesOf(pid)
   }
 
   parkedOf(pid: number): number[] {
@@ -526,18 +532,18 @@ class Open implements Cmd {
 
 class Read implements Cmd {
   constructor(readonly pid: number, readonly f: number, readonly nonblock: boolean) {}
-  check = (w: World): boolean => w.filesOf(this.pid).length > 0
+  check = (): boolean => true
   run(w: World): void {
-    w.read(this.pid, pick(w.filesOf(this.pid), this.f), this.nonblock)
+    w.read(this.pid, pick(w.filesOrOpen(this.pid), this.f), this.nonblock)
   }
   toString = (): string => `read(${this.pid}, f${this.f}${this.nonblock ? ', nonblock' : ''})`
 }
 
 class Poll implements Cmd {
   constructor(readonly pid: number, readonly f: number, readonly notify: boolean) {}
-  check = (w: World): boolean => w.filesOf(this.pid).length > 0
+  check = (): boolean => true
   run(w: World): void {
-    w.poll(this.pid, pick(w.filesOf(this.pid), this.f), this.notify)
+    w.poll(this.pid, pick(w.filesOrOpen(this.pid), this.f), this.notify)
   }
   toString = (): string => `poll(${this.pid}, f${this.f}${this.notify ? '' : ', timeout 0'})`
 }
@@ -554,9 +560,9 @@ class PollTimeout implements Cmd {
 /** A write of `count` bytes; `count` may exceed what the process holds (over-return). */
 class Write implements Cmd {
   constructor(readonly pid: number, readonly f: number, readonly count: number) {}
-  check = (w: World): boolean => w.filesOf(this.pid).length > 0
+  check = (): boolean => true
   run(w: World): void {
-    w.write(this.pid, pick(w.filesOf(this.pid), this.f), this.count)
+    w.write(this.pid, pick(w.filesOrOpen(this.pid), this.f), this.count)
   }
   toString = (): string => `write(${this.pid}, f${this.f}, ${this.count})`
 }
@@ -693,21 +699,28 @@ const configArb: fc.Arbitrary<PoolConfig> = fc
   .tuple(fc.integer({ min: 1, max: 4 }), patchArb)
   .map(([jobs, patch]) => ({ ...defaultConfig(jobs), ...patch, jobs: patch.jobs ?? jobs }))
 
-const RUNS = Number(process.env.STEVED_MODEL_RUNS ?? 300)
+const RUNS = Number(process.env.STEVED_MODEL_RUNS ?? 1000)
 
 function runProperty(t: Test, name: string, opts: { pid0: boolean; fork: boolean }): void {
-  let steps = 0
-  const counting = fc.property(configArb, fc.commands(commandArbs(opts), { maxCommands: 120, size: 'max' }), (cfg, cmds) => {
+  const total: Record<string, number> = { runs: 0, inputs: 0 }
+  const prop = fc.property(configArb, fc.commands(commandArbs(opts), { maxCommands: 120, size: 'max' }), (cfg, cmds) => {
     const world = new World(cfg)
     fc.modelRun(() => ({ model: world, real: world }), cmds)
     world.drain()
-    steps += world.steps
+    total.runs++
+    total.inputs += world.steps
+    for (const [k, v] of Object.entries(world.counters)) total[k] = (total[k] ?? 0) + v
   })
-  const r = fc.check(counting, { numRuns: RUNS })
+  const r = fc.check(prop, { numRuns: RUNS })
   if (r.failed) {
     t.fail(`${name}: ${fc.defaultReportMessage(r)}\n${(r.errorInstance as Error | undefined)?.message ?? ''}`)
-  } else {
-    t.pass(`${name}: ${r.numRuns} random runs, ${steps} pool inputs checked`)
+    return
+  }
+  t.pass(`${name}: ${r.numRuns} random runs, every step checked`)
+  t.comment(`${name}: ${Object.entries(total).map(([k, v]) => `${k} ${v}`).join(', ')}`)
+  // The runs must really exercise the pool, or passing means little.
+  for (const k of ['granted', 'returned', 'reclaimed', 'enospc', 'interrupts', 'eagain', 'reservationsExpired']) {
+    t.ok(total[k] > 0, `${name}: the runs produced ${k} (${total[k]})`)
   }
 }
 
