@@ -1,7 +1,7 @@
 // createDaemon(): set up the transport (FUSE file or CUSE device), serve the pool, and tear
 // everything down once. No side effects at import time; bin/steved.js owns the process.
 
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
@@ -224,6 +224,21 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
     fs.chownSync(dev, 0, gid)
   }
 
+  /**
+   * Once we are not root we cannot unmount our own FUSE file. A root shell waits on a pipe
+   * only we hold; when steved exits, however it exits, the pipe closes and the shell detaches
+   * the mount, so no stale mount outlives us.
+   */
+  const armUnmounter = (file: string): void => {
+    const child = spawn('sh', ['-c', 'cat >/dev/null; exec umount -l "$1"', 'steved-unmount', file], {
+      stdio: ['pipe', 'ignore', 'ignore'],
+      detached: true,
+    })
+    child.on('error', (e) => log('warn', `cannot start the unmount helper: ${e.message}`))
+    child.unref()
+    ;(child.stdin as unknown as { unref?: () => void } | null)?.unref?.()
+  }
+
   const dropPrivileges = (): void => {
     if (!userIds || !opts.user) return
     try {
@@ -245,6 +260,7 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
         info.path = started.path
         await waitReady()
         if (transport === 'cuse') await fixDevicePermissions(started.path)
+        if (transport === 'fuse' && userIds) armUnmounter(started.path)
         dropPrivileges()
         return started
       } catch (e) {

@@ -2,11 +2,12 @@
 // (research/clients.md section 10), driven by small Python clients with exact syscalls.
 
 import * as fs from 'node:fs'
+import * as os from 'node:os'
 import * as path from 'node:path'
 import t from 'tap'
 
 import { run, start } from '../../../test/helpers/proc'
-import { reportCounters, reportFree, startSteved, waitForReport } from '../../../test/helpers/steved'
+import { isMounted, reportCounters, reportFree, startSteved, waitForReport } from '../../../test/helpers/steved'
 
 const CLIENT = path.join(__dirname, 'clients', 'jsclient.py')
 const py = (p: string, ...args: string[]) => run('python3', [CLIENT, p, ...args], { timeoutMs: 30000 })
@@ -160,4 +161,22 @@ t.test('a path already served by a running steved is refused with exit 1', async
   t.equal(r.stderr.trim().split('\n').length, 1, 'one line')
   const again = await py(s.path, 'bigread')
   t.match(again.stdout, /^len 1$/m, 'the first server still serves')
+})
+
+t.test('with --user, the FUSE mount still goes away when steved exits (SIGTERM or SIGKILL)', async (t) => {
+  for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'steved-user-'))
+    t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+    fs.chmodSync(dir, 0o755)
+    const s = await startSteved(t, { jobs: 1, dir, args: ['--user', 'nobody'] })
+    const status = fs.readFileSync(`/proc/${s.pid}/status`, 'utf8')
+    t.match(status, /^Uid:\s+65534\s/m, 'steved dropped to nobody')
+    t.match((await py(s.path, 'bigread')).stdout, /^len 1$/m, 'and serves')
+    s.child.kill(signal)
+    await new Promise((r) => s.child.once('exit', r))
+    const until = Date.now() + 10000
+    while (isMounted(s.path) && Date.now() < until) await new Promise((r) => setTimeout(r, 50))
+    t.notOk(isMounted(s.path), `unmounted after ${signal}`)
+    t.ok(fs.statSync(s.path).isFile(), 'the plain file is back')
+  }
 })

@@ -233,6 +233,7 @@ export class World {
         if (r) {
           this.res.splice(this.res.indexOf(r), 1)
           this.grant(input.pid, input.req, exp)
+          this.dispatch(exp)
           break
         }
         const e: ReadEntry = { how: 'read', req: input.req, pid: input.pid, fh: input.fh }
@@ -731,3 +732,17 @@ t.test('model: single-owner files, pids 1-4 and a caller outside our pid namespa
 t.test('model: processes pass open files to each other (fork)', async (t) => {
   runProperty(t, 'fork', { pid0: false, fork: true })
 })
+
+// --- shrunk counterexamples, kept as regression tests ----------------------------------------
+
+function replay(t: Test, cfg: Partial<PoolConfig> & { jobs: number }, cmds: Cmd[]): World {
+  const world = new World({ ...defaultConfig(cfg.jobs), ...cfg })
+  try {
+    for (const c of cmds) if (c.check(world)) c.run(world, world)
+    world.drain()
+    t.pass(`${cmds.map(String).join(', ')}: every step as the model says`)
+  } catch (e) {
+    t.fail((e as Error).message)
+  }
+  return world
+}

@@ -53,6 +53,8 @@ interface Reservation {
   expiresAt: number
 }
 
+const resKey = (fh: number, pid: number): string => `${fh}/${pid}`
+
 export function defaultConfig(jobs: number): PoolConfig {
   return {
     jobs,
@@ -71,8 +73,11 @@ export class Pool {
   /** Opener of each open file, recorded at OPEN because RELEASE carries no pid. */
   private readonly openers = new Map<number, number>()
   private queue: Waiter[] = []
-  /** Reserved tokens, keyed by the open file the poller was told POLLIN on. */
-  private readonly reservations = new Map<number, Reservation>()
+  /**
+   * Reserved tokens, keyed by the open file the poller was told POLLIN on and the poller's
+   * process (resKey): processes that share an open file (fork) each have their own.
+   */
+  private readonly reservations = new Map<string, Reservation>()
   private heldTotal = 0
   private sample: { load1: number; memAvailMiB: number; at: number } | null = null
   private timerAt: number | null = null
@@ -183,8 +188,11 @@ export class Pool {
     const res = this.reservationFor(fh, pid)
     if (res) {
       // The poller reads on the file it polled (or another of its own): its token is waiting.
-      this.reservations.delete(res.fh)
+      this.reservations.delete(resKey(res.fh, res.pid))
       this.grant(p, req, now, out)
+      // Redeeming an early return's reservation lowers the count against the per-process
+      // limit (-1 held counts as 0): a waiter of this process may be servable now.
+      this.dispatch(now, out)
       return
     }
     const w: Waiter = { how: 'read', req, fh, pid, since: now }
@@ -200,13 +208,13 @@ export class Pool {
   private onPoll(req: number, fh: number, pid: number, wantsNotify: boolean, now: number, out: Effect[]): void {
     this.proc(pid, out)
     if (!this.reservationFor(fh, pid)) {
-      let w = this.queue.find((x) => x.how === 'poll' && x.fh === fh)
+      let w = this.queue.find((x) => x.how === 'poll' && x.fh === fh && x.pid === pid)
       const queued = w !== undefined
       if (!w) {
         w = { how: 'poll', req: -1, fh, pid, since: now }
         this.queue.push(w)
       }
-      this.dispatch(now, out, fh)
+      this.dispatch(now, out, w)
       // A poll without a notify handle (poll with timeout 0) does not stay in the queue.
       if (!wantsNotify && !queued && this.queue.includes(w)) this.queue.splice(this.queue.indexOf(w), 1)
     }
@@ -234,7 +242,7 @@ export class Pool {
 
   private onRelease(fh: number, now: number, out: Effect[]): void {
     this.queue = this.queue.filter((w) => !(w.how === 'poll' && w.fh === fh))
-    this.reservations.delete(fh)
+    for (const [k, r] of this.reservations) if (r.fh === fh) this.reservations.delete(k)
     const pid = this.openers.get(fh)
     this.openers.delete(fh)
     if (pid === 0) {
@@ -292,7 +300,7 @@ export class Pool {
       if (w.pid === pid && w.how === 'read') out.push({ kind: 'reply-error', req: w.req, errno: 'EINTR' })
     }
     this.queue = this.queue.filter((w) => w.pid !== pid)
-    for (const [fh, r] of this.reservations) if (r.pid === pid) this.reservations.delete(fh)
+    for (const [k, r] of this.reservations) if (r.pid === pid) this.reservations.delete(k)
     if (p) this.forget(p)
     this.dispatch(now, out)
   }
@@ -302,9 +310,10 @@ export class Pool {
   /**
    * Serve the queue in order while tokens are free and global admission allows it. A waiter
    * whose own process is at its cap is skipped, not allowed to block those behind it.
-   * `answering` is the file a poll is being answered for right now: it needs no notify.
+   * `answering` is the waiter of the poll being answered right now: its reply says POLLIN,
+   * so it needs no notify (other pollers of the same file, in other processes, do).
    */
-  private dispatch(now: number, out: Effect[], answering?: number): void {
+  private dispatch(now: number, out: Effect[], answering?: Waiter): void {
     for (let i = 0; i < this.queue.length && this.free > 0; ) {
       if (this.globalBlock() !== null) break
       const w = this.queue[i]
@@ -316,8 +325,8 @@ export class Pool {
       if (w.how === 'read') {
         this.grant(this.proc(w.pid, out), w.req, now, out)
       } else {
-        this.reservations.set(w.fh, { pid: w.pid, fh: w.fh, since: now, expiresAt: now + this.cfg.reservationExpiryMs })
-        if (w.fh !== answering) out.push({ kind: 'notify-poll', fh: w.fh })
+        this.reservations.set(resKey(w.fh, w.pid), { pid: w.pid, fh: w.fh, since: now, expiresAt: now + this.cfg.reservationExpiryMs })
+        if (w !== answering) out.push({ kind: 'notify-poll', fh: w.fh })
       }
     }
   }
@@ -367,16 +376,16 @@ export class Pool {
   }
 
   private expireReservations(now: number): void {
-    for (const [fh, r] of this.reservations) {
+    for (const [k, r] of this.reservations) {
       if (r.expiresAt <= now) {
-        this.reservations.delete(fh)
+        this.reservations.delete(k)
         this.counters.reservationsExpired++
       }
     }
   }
 
   private reservationFor(fh: number, pid: number): Reservation | undefined {
-    const own = this.reservations.get(fh)
+    const own = this.reservations.get(resKey(fh, pid))
     if (own && own.pid === pid) return own
     for (const r of this.reservations.values()) if (r.pid === pid) return r
     return undefined
