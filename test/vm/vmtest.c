@@ -776,6 +776,92 @@ static void t_access(int want_denied) {
   check_full();
 }
 
+/* A reader is parked when a token is granted and it is SIGKILLed in the same instant (both
+ * orders, several rounds): the token must come back, whoever the kernel let win. */
+static void t_kill_grant_race(void) {
+  int fd = empty_pool();
+  for (int round = 0; round < 8; round++) {
+    struct kid k = {-1, -1, -1, 0, 0};
+    pid_t kp = spawn(blocking_reader, &k);
+    wait_parked(kp, SYS_READS, "the reader");
+    step = "granting and killing at once";
+    if (round % 2 == 0) {
+      kill(kp, SIGKILL);
+      give_back(fd, 1);
+    } else {
+      give_back(fd, 1);
+      kill(kp, SIGKILL);
+    }
+    reap(kp, "the killed reader");
+    step = "waiting for the token to come back";
+    long long end = now_ms() + WAIT_MS;
+    int got = 0;
+    while (!got) {
+      struct pollfd p = {fd, POLLIN, 0};
+      int left = (int)(end - now_ms());
+      if (left <= 0) FAIL("round %d (%s first): the token was lost", round + 1, round % 2 == 0 ? "kill" : "grant");
+      if (poll(&p, 1, left) > 0) got = drain(fd);
+      if (got > 1) FAIL("round %d: %d tokens came back, want 1", round + 1, got);
+    }
+  }
+  give_back(fd, jobs);
+  close(fd);
+  check_full();
+}
+
+/* Exactly N tokens are free (for a client that holds the rest); MAKEFLAGS names the device. */
+static void t_expect_free(int want) {
+  const char *mf = getenv("MAKEFLAGS");
+  char needle[300];
+  snprintf(needle, sizeof needle, "--jobserver-auth=fifo:%s", dev);
+  diag("MAKEFLAGS=%s", mf ? mf : "(unset)");
+  if (!mf || !strstr(mf, needle)) FAIL("MAKEFLAGS does not contain %s", needle);
+  int fd = open_dev(O_RDWR | O_NONBLOCK);
+  int n = drain(fd);
+  give_back(fd, n);
+  close(fd);
+  if (n != want) FAIL("%d tokens free, want %d", n, want);
+  finish(1, NULL);
+}
+
+/* Hold one token until killed; say "held" on stdout once it is held. */
+static void t_hold(void) {
+  int fd = open_dev(O_RDWR);
+  char c;
+  if (read(fd, &c, 1) != 1) FAIL("read: %s", strerror(errno));
+  printf("held\n");
+  for (;;) pause();
+}
+
+/* Empty the pool, park a reader, run CMD (which grows the pool), and the reader must get a
+ * token; then the pool must hold NEWJOBS tokens. argv: NEWJOBS CMD [ARGS...] */
+static void t_run_while_parked(int newjobs, char **cmd) {
+  int fd = empty_pool();
+  int rep[2];
+  if (pipe(rep) < 0) FAIL("pipe");
+  struct kid k = {rep[1], -1, -1, 0, 0};
+  pid_t kp = spawn(blocking_reader, &k);
+  close(rep[1]);
+  wait_parked(kp, SYS_READS, "the reader");
+  step = "running the command";
+  fflush(stdout);
+  pid_t c = fork();
+  if (c == 0) {
+    close_others(NULL);
+    execv(cmd[0], cmd);
+    _exit(127);
+  }
+  kids[nkids++] = c;
+  int code = exit_code(reap(c, cmd[0]));
+  if (code != 0) FAIL("%s exited with status %d", cmd[0], code);
+  if (report_byte(rep[0], "the parked reader") != 'T') FAIL("the parked reader got no token after the pool grew");
+  expect_ok(kp, "the reader");
+  give_back(fd, jobs);
+  close(fd);
+  jobs = newjobs;
+  check_full();
+}
+
 /* ---- helpers for the shell ---------------------------------------------------------------- */
 
 static int cmd_stamp(int argc, char **argv) {
@@ -873,6 +959,10 @@ int main(int argc, char **argv) {
   else if (!strncmp(t, "access-ok", 9)) t_access(0);
   else if (!strncmp(t, "access-denied", 13)) t_access(1);
   else if (!strcmp(t, "pool-full")) check_full();
+  else if (!strcmp(t, "kill-grant-race")) t_kill_grant_race();
+  else if (!strcmp(t, "expect-free") && argc > 4) t_expect_free(atoi(argv[4]));
+  else if (!strcmp(t, "hold")) t_hold();
+  else if (!strcmp(t, "run-while-parked") && argc > 5) t_run_while_parked(atoi(argv[4]), argv + 5);
   else FAIL("unknown test");
   finish(1, NULL);
 }

@@ -11,12 +11,15 @@ VT=/opt/vm/vmtest
 STEVED="/usr/bin/node /opt/steved/packages/steved/bin/steved.js"
 READY_S=120      # a Node start under TCG takes a few seconds; this is only a bound
 MAKE=/usr/bin/make
+CTL="/usr/bin/node /opt/steved/packages/steved/bin/stevectl.js --device $DEV"
+JOBCLIENT=/opt/steved/packages/jobclient/bin/jobclient.js
 
 P1="steved-start device-node device-default-mode read-write nonblock-open fcntl-nonblock
  blocking-read-wakeup poll-wakeup epoll-wakeup epoll-et-wakeup select-wakeup poll-reservation
  fifo-order reclaim-killed-holder reclaim-killed-holder-fd-shared eintr eintr-sa-restart
- kill-parked-reader stop-cont-parked-reader thread-read-main-return unprivileged-client
- gnu-make-parallel gnu-make-tokens-returned steved-survived server-killed"
+ kill-parked-reader stop-cont-parked-reader thread-read-main-return kill-grant-race unprivileged-client
+ stevectl-get stevectl-status-json holder-killed-after-status stevectl-resize-wakes-reader
+ stevectl-set-back jobclient-run jobclient-run-returns gnu-make-parallel gnu-make-tokens-returned steved-survived server-killed"
 P2="restart-registers restart-serves sigterm-clean"
 P3="user-start user-dropped user-device-mode user-serves user-reclaim user-group-member-access
  user-non-member-denied user-sigterm-clean"
@@ -26,17 +29,18 @@ ok() { echo "@@ ok $1"; }
 notok() { echo "@@ not ok $1: $2"; }
 uptime_s() { cut -d' ' -f1 /proc/uptime; }
 
-# vt NAME TEST [ARGS]: a vmtest test; vt_as UID GID [SUPGID] -- NAME TEST: the same as a user.
+# vt NAME TEST [ARGS]: run a vmtest test, reported as NAME.
+# vt_with CMD... -- NAME TEST [ARGS]: the same, started through CMD (vmtest runas, jobclient run).
 vt() {
   _n=$1; _t=$2; shift 2
   VMTEST_NAME=$_n $VT "$_t" $DEV $JOBS "$@" >/tmp/vt.out 2>&1 &
   _finish_vt $! "$_n"
 }
-vt_as() {
+vt_with() {
   _pre=""
   while [ "$1" != "--" ]; do _pre="$_pre $1"; shift; done
-  shift; _n=$1; _t=$2
-  VMTEST_NAME=$_n $VT $_pre $VT "$_t" $DEV $JOBS >/tmp/vt.out 2>&1 &
+  shift; _n=$1; _t=$2; shift 2
+  VMTEST_NAME=$_n $_pre $VT "$_t" $DEV $JOBS "$@" >/tmp/vt.out 2>&1 &
   _finish_vt $! "$_n"
 }
 # Wait for a vmtest (its own watchdog ends it within 30 s). One that outlives HUNG_S is stuck
@@ -164,6 +168,45 @@ make_test() {
   else ok $_n; fi
 }
 
+# The control plane (stevectl: ioctls on the CUSE device) and the Node client (jobclient).
+ctl_tests() {
+  _out=$($CTL --get-jobs --get-tokens 2>&1 | tr '\n' ' ')
+  [ "$_out" = "$JOBS $JOBS " ] && ok stevectl-get || notok stevectl-get "stevectl --get-jobs --get-tokens printed '$_out', want '$JOBS $JOBS'"
+
+  $VT hold $DEV $JOBS >/tmp/hold.out 2>&1 &
+  _h=$!
+  _i=0
+  while ! grep -q held /tmp/hold.out && alive $_h && [ $_i -lt 200 ]; do sleep 0.1; _i=$((_i + 1)); done
+  $CTL status --json >/tmp/status.json 2>&1
+  _rc=$?
+  sed 's/^/## status: /' /tmp/status.json | grep -E '"(transport|path|jobs|free|held|pid)"'
+  if ! grep -q held /tmp/hold.out; then notok stevectl-status-json "the holder got no token: $(cat /tmp/hold.out)"
+  elif [ $_rc != 0 ]; then notok stevectl-status-json "stevectl status --json exited with $_rc: $(head -c 300 /tmp/status.json)"
+  elif ! grep -q '"transport": "cuse"' /tmp/status.json; then notok stevectl-status-json 'no "transport": "cuse"'
+  elif ! grep -q "\"path\": \"$DEV\"" /tmp/status.json; then notok stevectl-status-json "no \"path\": \"$DEV\""
+  elif ! grep -q '"held": 1,' /tmp/status.json; then notok stevectl-status-json 'no "held": 1 with one holder'
+  elif ! grep -Eq "\"pid\": $_h,?\$" /tmp/status.json; then notok stevectl-status-json "the holder (pid $_h) is not listed"
+  else ok stevectl-status-json; fi
+  kill -KILL $_h 2>/dev/null
+  wait $_h 2>/dev/null
+  vt holder-killed-after-status pool-full
+
+  vt stevectl-resize-wakes-reader run-while-parked $((JOBS + 1)) $CTL --set-jobs $((JOBS + 1))
+  _out=$($CTL --set-jobs $JOBS --get-jobs 2>&1)
+  if [ "$_out" = "$JOBS" ]; then
+    vt stevectl-set-back pool-full
+  else
+    notok stevectl-set-back "stevectl --set-jobs $JOBS --get-jobs printed '$_out'"
+  fi
+}
+
+jobclient_test() {
+  if [ ! -f $JOBCLIENT ]; then notok jobclient-run "packages/jobclient is not in the image"; notok jobclient-run-returns "no jobclient"; return; fi
+  # jobclient holds 2 tokens while the command runs; the command sees the other 2 and MAKEFLAGS.
+  vt_with /usr/bin/node $JOBCLIENT run -n 2 --jobserver $DEV -- jobclient-run expect-free $((JOBS - 2))
+  vt jobclient-run-returns pool-full
+}
+
 # ---- 1. steved as started by an administrator: the behavioural suite, then a crash ----------
 start_steved steved-start
 if [ -c $DEV ]; then
@@ -179,10 +222,12 @@ echo "## device mode and owner with default options: $mode"
 for t in read-write nonblock-open fcntl-nonblock blocking-read-wakeup poll-wakeup epoll-wakeup \
          epoll-et-wakeup select-wakeup poll-reservation fifo-order reclaim-killed-holder \
          reclaim-killed-holder-fd-shared eintr eintr-sa-restart kill-parked-reader \
-         stop-cont-parked-reader thread-read-main-return; do
+         stop-cont-parked-reader thread-read-main-return kill-grant-race; do
   vt $t $t
 done
-vt_as runas 1001 1001 -- unprivileged-client access-ok
+vt_with $VT runas 1001 1001 -- unprivileged-client access-ok
+ctl_tests
+jobclient_test
 make_test
 vt gnu-make-tokens-returned pool-full
 
@@ -221,8 +266,8 @@ echo "## device mode and owner with --user builder --mode 0660 --group jobserver
 [ "$mode" = "660 root:jobserver" ] && ok user-device-mode || notok user-device-mode "$mode, want 660 root:jobserver"
 vt user-serves pool-full
 vt user-reclaim reclaim-killed-holder
-vt_as runasg 1001 1001 $JS_GID -- user-group-member-access access-ok
-vt_as runas 1002 1002 -- user-non-member-denied access-denied
+vt_with $VT runasg 1001 1001 $JS_GID -- user-group-member-access access-ok
+vt_with $VT runas 1002 1002 -- user-non-member-denied access-denied
 sigterm_test user-sigterm-clean
 
 stop_steved
