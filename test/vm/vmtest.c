@@ -730,7 +730,7 @@ static int crash_reader(void *arg) {
   ssize_t r = read(fd, &c, 1);
   if (r == 1) return C_TOKEN;
   if (r == 0) return C_EOF;
-  printf("## server-killed: the parked read failed with %s (errno %d)\n", strerror(errno), errno);
+  printf("## %s: the parked read failed with %s (errno %d)\n", test_name, strerror(errno), errno);
   fflush(stdout);
   return C_OK;
 }
@@ -755,6 +755,27 @@ static void t_server_killed(pid_t server) {
   if (r == 1) FAIL("a write to the dead device succeeded");
   r = read(fd, &c, 1);
   if (r >= 0) FAIL("a read from the dead device returned %zd", r);
+  close(fd);
+  finish(1, NULL);
+}
+
+/* Park a reader, say so, and wait (up to a minute) for the server to go away: the reader must
+ * get an error, never a token and never 0 bytes (EOF breaks make, Portage, cargo). */
+static void t_park_error(void) {
+  int fd = empty_pool();
+  pid_t kp = spawn(crash_reader, NULL);
+  wait_parked(kp, SYS_READS, "the reader");
+  printf("## %s: parked (pid %d)\n", test_name, kp);
+  step = "waiting for the server to stop";
+  alarm(0);
+  long long end = now_ms() + 60000;
+  int st;
+  pid_t r;
+  while ((r = waitpid(kp, &st, WNOHANG)) == 0 && now_ms() < end) msleep(10);
+  if (r != kp) FAIL("the parked reader was still parked a minute later");
+  forget(kp);
+  int code = exit_code(st);
+  if (code != C_OK) FAIL("the parked reader, when the server stopped: %s", kid_error(code));
   close(fd);
   finish(1, NULL);
 }
@@ -962,6 +983,7 @@ int main(int argc, char **argv) {
   else if (!strcmp(t, "kill-grant-race")) t_kill_grant_race();
   else if (!strcmp(t, "expect-free") && argc > 4) t_expect_free(atoi(argv[4]));
   else if (!strcmp(t, "hold")) t_hold();
+  else if (!strcmp(t, "park-error")) t_park_error();
   else if (!strcmp(t, "run-while-parked") && argc > 5) t_run_while_parked(atoi(argv[4]), argv + 5);
   else FAIL("unknown test");
   finish(1, NULL);

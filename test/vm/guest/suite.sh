@@ -20,7 +20,8 @@ P1="steved-start device-node device-default-mode read-write nonblock-open fcntl-
  kill-parked-reader stop-cont-parked-reader thread-read-main-return kill-grant-race unprivileged-client
  stevectl-get stevectl-status-json holder-killed-after-status stevectl-resize-wakes-reader
  stevectl-set-back jobclient-run jobclient-run-returns gnu-make-parallel gnu-make-tokens-returned steved-survived server-killed"
-P2="restart-registers restart-serves sigterm-clean"
+P2="restart-registers restart-serves second-instance-refused first-instance-unharmed
+ sigterm-parked-reader sigterm-clean"
 P3="user-start user-dropped user-device-mode user-serves user-reclaim user-group-member-access
  user-non-member-denied user-sigterm-clean"
 echo "@@ plan" $P1 $P2 $P3
@@ -148,6 +149,26 @@ sigterm_test() {
   else ok "$_n"; fi
 }
 
+# A second steved for the same device name must refuse to start and leave the first alone.
+second_instance_test() {
+  _n=second-instance-refused
+  _log=/tmp/steved.second.log
+  $STEVED --transport cuse --dev-name $NAME -j 2 >$_log 2>&1 &
+  _p=$!
+  _i=0
+  while alive $_p && [ $_i -lt $((READY_S * 10)) ]; do sleep 0.1; _i=$((_i + 1)); done
+  sed 's/^/## second steved: /' $_log
+  if alive $_p; then
+    notok $_n "a second steved for $DEV is still running: $(head -n 2 $_log | tr '\n' ' ')"
+    kill -KILL $_p
+  else
+    wait $_p; _rc=$?
+    if [ $_rc = 0 ]; then notok $_n "a second steved for $DEV exited with status 0"
+    elif grep -q "MAKEFLAGS=" $_log; then notok $_n "the second steved claimed to serve: $(grep MAKEFLAGS= $_log)"
+    else ok $_n; fi
+  fi
+}
+
 make_test() {
   _n=gnu-make-parallel
   if [ ! -x $MAKE ]; then notok $_n "GNU make 4.4 is not in the image"; return; fi
@@ -248,7 +269,22 @@ if start_steved restart-registers; then
 else
   notok restart-serves "steved did not start again"
 fi
+second_instance_test
+vt first-instance-unharmed pool-full
+# SIGTERM while a reader is parked: the reader gets an error, steved exits 0, the node goes.
+VMTEST_NAME=sigterm-parked-reader $VT park-error $DEV $JOBS >/tmp/pe.out 2>&1 &
+PE=$!
+_i=0
+while ! grep -q parked /tmp/pe.out && alive $PE && [ $_i -lt 300 ]; do sleep 0.1; _i=$((_i + 1)); done
 sigterm_test sigterm-clean
+_i=0
+while alive $PE && [ $_i -lt 700 ]; do sleep 0.1; _i=$((_i + 1)); done
+if alive $PE; then
+  cat /tmp/pe.out; show_stuck; notok sigterm-parked-reader "the parked reader hangs after steved stopped"; kill -KILL $PE
+else
+  wait $PE; cat /tmp/pe.out
+  grep -q "^@@ " /tmp/pe.out || notok sigterm-parked-reader "vmtest ended without a result"
+fi
 
 # ---- 3. dropping privileges, a group-only device --------------------------------------------
 JS_GID=$(grep '^jobserver:' /etc/group | cut -d: -f3)
