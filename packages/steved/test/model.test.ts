@@ -735,14 +735,54 @@ t.test('model: processes pass open files to each other (fork)', async (t) => {
 
 // --- shrunk counterexamples, kept as regression tests ----------------------------------------
 
-function replay(t: Test, cfg: Partial<PoolConfig> & { jobs: number }, cmds: Cmd[]): World {
+/** Run fixed commands through the model; every step is checked. Returns the world (not drained). */
+function replay(t: Test, cfg: Partial<PoolConfig> & { jobs: number }, cmds: Cmd[], then?: (w: World) => void): void {
   const world = new World({ ...defaultConfig(cfg.jobs), ...cfg })
   try {
-    for (const c of cmds) if (c.check(world)) c.run(world, world)
+    for (const c of cmds) {
+      if (!c.check(world)) throw new Error(`${c} does not apply`)
+      c.run(world, world)
+    }
+    then?.(world)
     world.drain()
     t.pass(`${cmds.map(String).join(', ')}: every step as the model says`)
   } catch (e) {
     t.fail((e as Error).message)
   }
-  return world
 }
+
+t.test('regression: redeeming a reservation after an early return serves the same process\'s parked read', async (t) => {
+  // Found by the model. Pid 2 returned a token early (held -1), so its reservation was all it
+  // counted against -p 1, and its own blocking read queued behind the cap. Reading the
+  // reservation brought it to 0 (under the cap) with a token free, but the read path that
+  // redeems a reservation did not dispatch: the parked read waited for an unrelated event.
+  replay(t, { jobs: 1, minMemoryAvailMiB: 1024 }, [
+    new Machine(0, 512),
+    new Poll(2, 0, true),
+    new Write(2, 0, 1),
+    new Configure({ perProcessLimit: 1, loadRecheckMs: 100 }),
+    new Read(2, 0, false),
+    new Machine(0, 4096),
+    new Advance(400),
+    new Read(2, 0, false),
+  ])
+})
+
+t.test('regression: two processes polling one open file (fork) each keep their own reservation', async (t) => {
+  // Found by the model. Reservations were keyed by the open file alone, so pid 2's reservation
+  // silently replaced pid 1's: pid 1 had been told POLLIN and then found nothing to read.
+  replay(t, { jobs: 1 }, [new Open(1), new Fork(1, 0, 2), new Write(1, 0, 1), new Poll(1, 0, false), new Poll(2, 0, false)], (w) => {
+    const s = w.pool.snapshot(w.now)
+    t.same(s.reservations.map((r) => r.pid).sort(), [1, 2], 'one reservation each')
+  })
+})
+
+t.test('regression: a process asleep in poll on a file it shares is queued itself, and woken when the other dies', async (t) => {
+  // Found by the model. Poll waiters were one per open file: pid 2 polling the file pid 3 was
+  // already polling was not queued. When pid 3 died, its waiter went with it and pid 2 slept
+  // on with a free token (a lost wake-up: make and Portage sleep in pselect/epoll without a
+  // timeout).
+  replay(t, { jobs: 1 }, [new Open(2), new Fork(2, 0, 3), new Read(3, 0, false), new Poll(3, 0, true), new Poll(2, 0, true), new Die(3, false)], (w) => {
+    t.equal(w.pool.snapshot(w.now).reserved, 1, 'the reclaimed token is reserved for pid 2')
+  })
+})
