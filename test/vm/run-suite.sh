@@ -97,8 +97,14 @@ if [ ! -f "$KDIR/.complete" ]; then
   log "fetching $KPKG"
   tmp=$(mktemp -d "$CACHE/kernel-dl.XXXXXX")
   chmod 777 "$tmp"   # apt-get download drops to the _apt user
-  (cd "$tmp" && apt-get download -q "$KPKG" >"$tmp/download.log" 2>&1) ||
-    { rm -rf "$tmp"; setup_fail "apt-get download $KPKG failed"; }
+  if ! (cd "$tmp" && apt-get download -q "$KPKG" >"$tmp/download.log" 2>&1); then
+    # Stale package lists name a kernel the archive no longer has: refresh once and retry.
+    apt-get update -qq >/dev/null 2>&1
+    new=$(resolve_kernel)
+    if [ -n "$new" ] && [ "$new" != "$KPKG" ]; then KPKG=$new; KDIR=$CACHE/kernel/$KPKG; fi
+    (cd "$tmp" && apt-get download -q "$KPKG" >"$tmp/download.log" 2>&1) ||
+      { msg=$(tail -n 2 "$tmp/download.log" | tr '\n' ' '); rm -rf "$tmp"; setup_fail "apt-get download $KPKG failed: $msg"; }
+  fi
   deb=$(ls "$tmp"/*.deb | head -n 1)
   mkdir -p "$tmp/x"
   dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$tmp/x" --wildcards '*boot/vmlinuz-*' '*/kernel/fs/fuse/*' ||
@@ -228,6 +234,7 @@ done <<<"$deps"
 
 INITRD=$CACHE/initrd.cpio
 (cd "$STAGE" && find . -mindepth 1 | cpio -o -H newc -R 0:0 --quiet) >"$INITRD" || setup_fail "cpio failed"
+rm -rf "$STAGE"   # rebuilt on every run; the image is all the VM needs
 log "initramfs $(du -m "$INITRD" | cut -f1) MB (node $("$NODE" --version), $(echo "$deps" | grep -c .) node_modules)"
 
 # ---- 6. boot ----------------------------------------------------------------------------------
