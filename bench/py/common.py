@@ -1,0 +1,272 @@
+"""Shared pieces of the benchmarks: the three token servers, process accounting, statistics.
+
+Every server started here registers its pid in WORK/pids/, so bench/run.sh's trap can stop
+it (and unmount what it mounted) even when Python itself dies.
+"""
+
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "bench"
+BUILD = BENCH / "build"
+STEVED_BIN = ROOT / "packages" / "steved" / "bin" / "steved.js"
+STEVECTL_BIN = ROOT / "packages" / "steved" / "bin" / "stevectl.js"
+MAKE44 = ROOT / ".venv" / "bin" / "make"
+PIN = ["taskset", "-c", "0"]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Ctx:
+    work: Path
+    out: Path
+    quick: bool
+    log: list = field(default_factory=list)
+
+    def say(self, msg: str) -> None:
+        print(f"[bench] {msg}", flush=True)
+
+
+def is_mounted(path: str) -> bool:
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split(" ")[4] == path for line in f if line.strip())
+
+
+def register(ctx: Ctx, pid: int) -> None:
+    d = ctx.work / "pids"
+    d.mkdir(exist_ok=True)
+    (d / str(pid)).write_text(str(pid))
+
+
+def unregister(ctx: Ctx, pid: int) -> None:
+    try:
+        (ctx.work / "pids" / str(pid)).unlink()
+    except FileNotFoundError:
+        pass
+
+
+class Server:
+    """A token server: `path` is what clients open; start/stop are idempotent."""
+
+    kind = "?"
+    path: str
+    pid: int | None = None
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class Fifo(Server):
+    """A plain named pipe holding `tokens` bytes; we keep it open so the bytes stay in it."""
+
+    kind = "fifo"
+
+    def __init__(self, ctx: Ctx, tokens: int, name: str = "fifo"):
+        self.path = str(ctx.work / name)
+        self.tokens = tokens
+        self.fd = None
+
+    def start(self):
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+        os.mkfifo(self.path, 0o666)
+        self.fd = os.open(self.path, os.O_RDWR)
+        os.write(self.fd, b"+" * self.tokens)
+
+    def stop(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+
+
+class Spawned(Server):
+    """A server process serving a FUSE file."""
+
+    def __init__(self, ctx: Ctx, name: str, pinned: bool):
+        self.ctx = ctx
+        self.path = str(ctx.work / name)
+        self.pinned = pinned
+        self.proc = None
+        self.out = ctx.work / f"{name}.out"
+        self.err = ctx.work / f"{name}.err"
+
+    def command(self) -> list:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def start(self):
+        Path(self.path).touch()
+        cmd = (PIN if self.pinned else []) + self.command()
+        self.proc = subprocess.Popen(cmd, stdout=open(self.out, "w"), stderr=open(self.err, "w"), start_new_session=True)
+        self.pid = self.proc.pid
+        register(self.ctx, self.pid)
+        deadline = time.monotonic() + 20
+        while not self.ready():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                err = self.err.read_text()
+                self.stop()
+                raise RuntimeError(f"{self.kind} did not start: {err.strip()}")
+            time.sleep(0.02)
+
+    def stop(self):
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            unregister(self.ctx, self.proc.pid)
+            self.proc = None
+        if is_mounted(self.path):
+            subprocess.run(["umount", "-l", self.path], check=False)
+
+    def cpu_seconds(self) -> float:
+        """utime + stime of the whole process (all threads), in seconds."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def memory_kib(self) -> dict:
+        out = {}
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k in ("VmRSS", "VmHWM", "Threads", "RssAnon", "RssFile"):
+                    out[k] = int(v.split()[0])
+        fds = len(os.listdir(f"/proc/{self.pid}/fd"))
+        out["open_fds"] = fds
+        return out
+
+
+class CServer(Spawned):
+    """bench/c/tokensrv: the minimal single-threaded libfuse3 server (the transport's limit)."""
+
+    kind = "c-server"
+
+    def __init__(self, ctx: Ctx, tokens: int, pinned: bool = False, name: str = "csrv", write_first: bool = False):
+        super().__init__(ctx, name, pinned)
+        self.tokens = tokens
+        self.write_first = write_first
+
+    def command(self):
+        return [str(BUILD / "tokensrv"), self.path, str(self.tokens)] + (["write-first"] if self.write_first else [])
+
+    def ready(self):
+        return "ready" in self.out.read_text()
+
+
+class Steved(Spawned):
+    """The real steved on a FUSE file."""
+
+    kind = "steved"
+
+    def __init__(self, ctx: Ctx, tokens: int, pinned: bool = False, name: str = "steved", args: list | None = None):
+        super().__init__(ctx, name, pinned)
+        self.tokens = tokens
+        self.args = args or []
+
+    def command(self):
+        return ["node", str(STEVED_BIN), "--transport", "fuse", "--path", self.path, "-j", str(self.tokens), *self.args]
+
+    def ready(self):
+        return "MAKEFLAGS=" in self.out.read_text()
+
+    @property
+    def makeflags(self) -> str:
+        for line in self.out.read_text().splitlines():
+            if line.startswith("MAKEFLAGS="):
+                return line[len("MAKEFLAGS="):]
+        raise RuntimeError("no MAKEFLAGS line")
+
+    def report(self) -> str:
+        """The SIGUSR1 status report."""
+        before = len(self.err.read_text())
+        os.kill(self.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            text = self.err.read_text()[before:]
+            i = text.find("since start:")
+            if i >= 0 and "\n" in text[i:]:
+                start = text.find("steved status at")
+                return text[start:text.index("\n", i)]
+            time.sleep(0.02)
+        raise RuntimeError("no SIGUSR1 report")
+
+
+def percentile(v: list, p: float) -> float:
+    if not v:
+        return float("nan")
+    s = sorted(v)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def summary(v: list) -> dict:
+    return {
+        "n": len(v),
+        "p50_us": round(percentile(v, 50), 2),
+        "p90_us": round(percentile(v, 90), 2),
+        "p99_us": round(percentile(v, 99), 2),
+        "max_us": round(max(v), 2) if v else None,
+        "mean_us": round(statistics.fmean(v), 2) if v else None,
+    }
+
+
+def run_json(cmd: list, timeout: float = 120) -> dict:
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0 and not r.stdout.strip():
+        raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.strip()}")
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    if r.returncode != 0:
+        out["stderr"] = r.stderr.strip()
+    return out
+
+
+def environment() -> dict:
+    def sh(*cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT).stdout.strip()
+        except OSError:
+            return None
+
+    cpu = None
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "commit": sh("git", "rev-parse", "--short", "HEAD"),
+        "kernel": platform.release(),
+        "cpu": cpu,
+        "online_cpus": os.cpu_count(),
+        "node": sh("node", "--version"),
+        "make": (sh(str(MAKE44), "--version") or "").splitlines()[0] if MAKE44.exists() else None,
+        "libfuse": sh("pkg-config", "--modversion", "fuse3"),
+        "loadavg_at_start": open("/proc/loadavg").read().split()[:3],
+    }
+
+
+def write_json(ctx: Ctx, name: str, data: dict) -> Path:
+    p = ctx.out / f"{name}.json"
+    p.write_text(json.dumps(data, indent=1) + "\n")
+    ctx.say(f"wrote {p.relative_to(ROOT) if p.is_relative_to(ROOT) else p}")
+    return p

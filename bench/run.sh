@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The benchmarks of steved, in one run, against baselines measured in the same run.
+#   npm run bench                      everything (about 5-8 minutes on 2 CPUs); writes
+#                                      bench/results/*.json, *.png, summary.md and the generated
+#                                      block of README.md's "Benchmarks" section
+#   npm run bench -- --quick           smaller and fewer runs, into bench/results/quick/ (not
+#                                      committed, README untouched): for iterating
+#   npm run bench -- [--quick] SECTION...   only some of: transport scheduling reclaim scale report
+# Does all set-up first (scripts/setup.sh), builds the C parts with gcc and pkg-config fuse3.
+# Needs root and /dev/fuse (steved and our C server mount FUSE files). Every server it starts
+# is stopped and unmounted on exit, also on failure or Ctrl-C.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+QUICK=
+SECTIONS=()
+for a in "$@"; do
+  case "$a" in
+    --quick) QUICK=--quick ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    transport|scheduling|reclaim|scale|report) SECTIONS+=("$a") ;;
+    *) echo "bench: unknown argument '$a' (see bash bench/run.sh --help)" >&2; exit 2 ;;
+  esac
+done
+if [ "$(id -u)" != 0 ] || [ ! -c /dev/fuse ]; then
+  echo "bench: needs root and /dev/fuse (steved and the C baseline server mount FUSE files)" >&2
+  exit 1
+fi
+
+bash scripts/setup.sh
+
+# --- the C parts: the baseline server, the round-trip and hand-off clients, the job ---------
+B=bench/build
+mkdir -p "$B"
+CFLAGS=(-O2 -Wall -Wextra -Werror)
+for p in rtbench handoff job; do
+  if [ ! -x "$B/$p" ] || [ "bench/c/$p.c" -nt "$B/$p" ]; then gcc "${CFLAGS[@]}" -o "$B/$p" "bench/c/$p.c"; fi
+done
+if [ ! -x "$B/tokensrv" ] || [ bench/c/tokensrv.c -nt "$B/tokensrv" ]; then
+  # shellcheck disable=SC2046
+  gcc "${CFLAGS[@]}" -o "$B/tokensrv" bench/c/tokensrv.c $(pkg-config --cflags --libs fuse3)
+fi
+
+OUT=bench/results
+UPDATE=--update-readme
+if [ -n "$QUICK" ]; then OUT=bench/results/quick; UPDATE=; fi
+[ ${#SECTIONS[@]} -gt 0 ] && [[ " ${SECTIONS[*]} " != *" report "* ]] && UPDATE=
+W=$(mktemp -d /tmp/steved-bench.XXXXXX)
+
+cleanup() {
+  # Servers register their pids in $W/pids; stop those that are still ours (their command
+  # line names our work directory), then detach anything still mounted under $W.
+  local pids=() f pid
+  for f in "$W"/pids/*; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f")
+    if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF "$W"; then
+      kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
+    fi
+  done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  awk -v w="$W/" 'index($5, w) == 1 { print $5 }' /proc/self/mountinfo | while read -r m; do umount -l "$m" || true; done
+  rm -rf "$W"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "[bench] work directory $W, results in $OUT; load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
+start=$(date +%s)
+.venv/bin/python bench/py/main.py --work "$W" --out "$OUT" $QUICK $UPDATE "${SECTIONS[@]}"
+echo "[bench] done in $(( $(date +%s) - start )) s: $OUT/summary.md, $OUT/*.png"
