@@ -8,6 +8,10 @@
 //     tokens back), then re-raise the signal with its default disposition, so the process
 //     still dies "by signal" and its parent sees that. If the application listens too, it
 //     decides when to exit, and the 'exit' hook returns the tokens then.
+//     signal-exit (v3 and v4; tap, ink and many CLIs load it) is not "the application": it
+//     listens only to run exit handlers and re-raises only when its listeners are the only
+//     ones. Were it counted, each would wait for the other and the process would ignore the
+//     signal. So its listeners do not count; once ours is removed, it re-raises the signal.
 // A SIGKILLed process cannot return anything: with a FIFO those tokens are lost (make has the
 // same problem); steved takes them back by pid.
 
@@ -31,9 +35,20 @@ function onExit(): void {
   for (const p of participants) p.releaseAllQuietly()
 }
 
+// Listeners of this signal that decide about exiting: all but ours and signal-exit's.
+function deciders(signal: NodeJS.Signals): number {
+  const count = (emitter: unknown): number => {
+    const c = (emitter as { count?: unknown } | undefined)?.count
+    return typeof c === 'number' ? c : 0
+  }
+  const v4 = (globalThis as Record<symbol, unknown>)[Symbol.for('signal-exit emitter')]
+  const v3 = (process as unknown as { __signal_exit_emitter__?: unknown }).__signal_exit_emitter__
+  return process.listenerCount(signal) - 1 - count(v4) - count(v3)
+}
+
 function onSignal(signal: NodeJS.Signals): void {
   // Someone else handles this signal too: it is theirs to act on (see above).
-  if (process.listenerCount(signal) > 1) return
+  if (deciders(signal) > 0) return
   for (const p of [...participants]) p.closeQuietly()
   uninstallSignals()
   process.kill(process.pid, signal)
