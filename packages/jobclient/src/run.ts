@@ -133,6 +133,7 @@ export async function runCommand(argv: readonly string[], options: RunOptions, i
   }
   const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP']
   for (const s of SIGNALS) io.signals.on(s, onSignal)
+  debug('waiting for %d token(s) from %s', options.tokens, client.path)
   try {
     let tokens: Token[]
     try {
