@@ -277,7 +277,7 @@ def metrics(builds: dict, jobs: dict, arrival: dict) -> dict:
 
 def run(ctx: Ctx) -> dict:
     builds = workload(ctx.quick)
-    reps = 1 if ctx.quick else 2
+    reps = 1 if ctx.quick else 4
     results = []
     for rep in range(reps):
         for sc in SCENARIOS:
