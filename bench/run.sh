@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The benchmarks of steved, in one run, against baselines measured in the same run.
-#   npm run bench                      everything (about 5-8 minutes on 2 CPUs); writes
+#   npm run bench                      everything (about 4-5 minutes on 2 CPUs); writes
 #                                      bench/results/*.json, *.png, summary.md and the generated
 #                                      block of README.md's "Benchmarks" section
 #   npm run bench -- --quick           smaller and fewer runs, into bench/results/quick/ (not
@@ -48,10 +48,17 @@ if [ -n "$QUICK" ]; then OUT=bench/results/quick; UPDATE=; fi
 [ ${#SECTIONS[@]} -gt 0 ] && [[ " ${SECTIONS[*]} " != *" report "* ]] && UPDATE=
 W=$(mktemp -d /tmp/steved-bench.XXXXXX)
 
+PY=
 cleanup() {
-  # Servers register their pids in $W/pids; stop those that are still ours (their command
-  # line names our work directory), then detach anything still mounted under $W.
+  # First the driver (it stops what it started), then servers it registered in $W/pids that
+  # are still ours (their command line names our work directory), then detach anything
+  # still mounted under $W.
   local pids=() f pid
+  if [ -n "$PY" ] && kill -0 "$PY" 2>/dev/null; then
+    kill -TERM "$PY" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$PY" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$PY" 2>/dev/null || true
+  fi
   for f in "$W"/pids/*; do
     [ -f "$f" ] || continue
     pid=$(cat "$f")
@@ -71,5 +78,9 @@ trap 'exit 130' INT TERM
 
 echo "[bench] work directory $W, results in $OUT; load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
 start=$(date +%s)
-.venv/bin/python bench/py/main.py --work "$W" --out "$OUT" $QUICK $UPDATE "${SECTIONS[@]}"
+# In the background and waited for, so that a signal to this script runs the trap at once.
+.venv/bin/python bench/py/main.py --work "$W" --out "$OUT" $QUICK $UPDATE "${SECTIONS[@]}" &
+PY=$!
+wait "$PY" || { rc=$?; PY=; echo "[bench] failed (exit $rc)" >&2; exit "$rc"; }
+PY=
 echo "[bench] done in $(( $(date +%s) - start )) s: $OUT/summary.md, $OUT/*.png"

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -121,6 +122,8 @@ static int take(int fd, int polling)
 					continue;
 				return -1;
 			}
+			if (p.revents & (POLLERR | POLLHUP | POLLNVAL))
+				return -1;
 		}
 		ssize_t r = read(fd, &c, 1);
 		if (r == 1)
@@ -137,6 +140,7 @@ static pid_t spawn_holder(const char *path, int ready_w)
 	if (pid < 0)
 		die("fork");
 	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the benchmark */
 		int fd = open(path, O_RDWR);
 		if (fd < 0 || take(fd, 0) != 0)
 			_exit(1);
@@ -154,6 +158,7 @@ static pid_t spawn_waiter(const char *path, int polling, int ready_w, int result
 	if (pid < 0)
 		die("fork");
 	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the benchmark */
 		int fd = open(path, O_RDWR | (polling ? O_NONBLOCK : 0));
 		if (fd < 0)
 			_exit(1);
@@ -261,6 +266,7 @@ int main(int argc, char **argv)
 			if (h < 0)
 				die("fork");
 			if (h == 0) {
+				prctl(PR_SET_PDEATHSIG, SIGKILL);
 				close(go[1]);
 				int fd = open(path, O_RDWR);
 				if (fd < 0 || take(fd, 0) != 0)

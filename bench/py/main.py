@@ -5,6 +5,7 @@ report step reads the JSON files in --out, draws the plots and writes summary.md
 """
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--update-readme", action="store_true", help="rewrite the generated block of README.md's Benchmarks section")
     ap.add_argument("sections", nargs="*")
+    # SIGTERM (bench/run.sh's trap) unwinds like Ctrl-C, so every `with server` and `finally`
+    # stops what it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     a = ap.parse_args()
     bad = [s for s in a.sections if s not in SECTIONS]
     if bad:
