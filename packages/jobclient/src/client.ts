@@ -102,8 +102,11 @@ export interface AcquireManyOptions extends AcquireOptions {
   random?: () => number
 }
 
-/** steved's default paths: the FUSE file first, then the CUSE device of steve and steved. */
-export const DEFAULT_JOBSERVER_PATHS: readonly string[] = ['/run/steved/jobserver', '/dev/steve']
+/**
+ * steved's default paths, in stevectl's order: the CUSE device (steve's name, which more
+ * clients accept than a regular file), then steved's FUSE file.
+ */
+export const DEFAULT_JOBSERVER_PATHS: readonly string[] = ['/dev/steve', '/run/steved/jobserver']
 
 // A caller waiting for a token. settle/fail are called at most once, synchronously.
 interface Waiter {

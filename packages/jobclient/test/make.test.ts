@@ -90,6 +90,15 @@ for (const style of STYLES) {
     t.notMatch(r.stderr, LEAK)
   })
 
+  t.test(`${style}: signals during a wait on an empty pool do not end or break it`, async (t) => {
+    const dir = tmpDir(t)
+    makefile(dir, { a: 'eintr a' })
+    const r = await make(dir, 3, style)
+    t.equal(r.code, 0, r.stderr)
+    t.match(r.stdout, /a signals 5 still waiting true then got explicit/)
+    t.notMatch(r.stderr, LEAK)
+  })
+
   t.test(`${style}: two recipes each wanting 4 of 5 slots both finish (acquireMany)`, async (t) => {
     const dir = tmpDir(t)
     makefile(dir, { a: `many a 4 ${dir}`, b: `many b 4 ${dir}` })
