@@ -22,14 +22,16 @@ export STEVED_MAKE44=$ROOT/.venv/bin/make
 export PATH=$PATH:$HOME/.cargo/bin
 
 passed=0; failed=0; rc=0
+# Logs of this run (a separate directory per run, so concurrent runs do not mix their counts).
 mkdir -p test-results
+LOGS=$(mktemp -d "$ROOT/test-results/run.XXXXXX")
 if [ $# -gt 0 ]; then files=("$@"); else
   mapfile -t files < <(find packages/*/test test -name '*.test.ts' -not -path '*/node_modules/*' 2>/dev/null | sort)
 fi
 if [ ${#files[@]} -gt 0 ]; then
-  node_modules/.bin/tap --reporter=tap "${files[@]}" 2>&1 | tee test-results/tap.log
+  node_modules/.bin/tap --reporter=tap "${files[@]}" 2>&1 | tee "$LOGS/tap.log"
   tap_rc=${PIPESTATUS[0]}
-  summary=$(grep -E '^# \{ total: ' test-results/tap.log | tail -1)
+  summary=$(grep -aE '^# \{ total: ' "$LOGS/tap.log" | tail -1)
   p=$(sed -nE 's/.*pass: ([0-9]+).*/\1/p' <<<"$summary"); f=$(sed -nE 's/.*fail: ([0-9]+).*/\1/p' <<<"$summary")
   passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
   if [ "$tap_rc" != 0 ]; then rc=1; [ "${f:-0}" = 0 ] && failed=$((failed + 1)); fi
@@ -39,9 +41,9 @@ if [ $# -eq 0 ]; then
   for suite in packages/*/test/run-suite.sh test/*/run-suite.sh; do
     [ -x "$suite" ] || continue
     echo "=== suite $suite"
-    bash "$suite" 2>&1 | tee test-results/suite.log
+    bash "$suite" 2>&1 | tee "$LOGS/suite.log"
     s_rc=${PIPESTATUS[0]}
-    line=$(grep -E '^([A-Za-z-]+: )?[0-9]+ passed, [0-9]+ failed' test-results/suite.log | tail -1)
+    line=$(grep -aE '^([A-Za-z-]+: )?[0-9]+ passed, [0-9]+ failed' "$LOGS/suite.log" | tail -1)
     p=$(sed -nE 's/.*\b([0-9]+) passed.*/\1/p' <<<"$line"); f=$(sed -nE 's/.*\b([0-9]+) failed.*/\1/p' <<<"$line")
     passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
     if [ "$s_rc" != 0 ] || [ -z "$line" ]; then rc=1; [ "${f:-0}" = 0 ] && failed=$((failed + 1)); fi
