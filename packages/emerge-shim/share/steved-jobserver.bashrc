@@ -1,0 +1,94 @@
+# shellcheck shell=bash
+# steved-jobserver.bashrc: a Portage bashrc module of steved's emerge-shim.
+#
+#  * FEATURES=jobserver-token for any Portage: each package job holds one token of the system
+#    jobserver from its first phase (setup) until its build is over (after the install
+#    checks), so the make inside it runs its implicit job on a slot that is paid for. Portage
+#    >= 3.0.74 does this itself; the shim then takes no second token and says so once.
+#  * JOBSERVER_TOKENS=N (package.env): the job holds N tokens (for builds that run N things
+#    without asking the jobserver).
+#  * JOBSERVER_MAX_JOBS=N (package.env): this build's processes run at most N jobs at once,
+#    through a steved process group; every other build keeps the rest of the pool.
+#
+# Enable it in /etc/portage/bashrc:
+#     if [[ -r /usr/share/steved/steved-jobserver.bashrc ]]; then
+#         source /usr/share/steved/steved-jobserver.bashrc
+#         steved_jobserver_hook
+#     fi
+#
+# Sourcing this file only defines functions named steved_jobserver_*. steved_jobserver_hook
+# does nothing, silently, outside a package's build phases, when MAKEFLAGS names no
+# jobserver, when none of FEATURES=jobserver-token, JOBSERVER_TOKENS and JOBSERVER_MAX_JOBS
+# asks for anything, and when the helper is not installed. It never fails a build: trouble
+# with the jobserver is an ewarn, and the phase goes on.
+#
+# The helper is the program STEVED_JOBSERVER_HELPER names (default: steved-emerge-shim, found
+# on PATH); it starts one small holder process per job (see the package README).
+
+# Call once from /etc/portage/bashrc; Portage sources that file in every phase.
+steved_jobserver_hook() {
+	# Builtins only until this is known to be a build step: the depend phase sources the
+	# bashrc with PATH=/dev/null, where any external command dies.
+	local phase=${EBUILD_PHASE-} misc=" ${MISC_FUNCTIONS_ARGS-} "
+	case ${phase} in
+		setup|unpack|prepare|configure|compile|test|install)
+			[[ ${misc} == "  " ]] || return 0 ;;
+		"")
+			# misc-functions.sh: the post-install checks (the build's last step), or die hooks.
+			[[ ${misc} == *" install_qa_check "* || ${misc} == *" die_hooks "* ]] || return 0 ;;
+		*)
+			return 0 ;;
+	esac
+	steved_jobserver_wanted || return 0
+	# Runs when a phase dies (die) and when Portage runs die hooks after any failed phase.
+	if declare -F register_die_hook >/dev/null; then
+		register_die_hook steved_jobserver_die_hook
+	fi
+	[[ -n ${phase} || ${misc} == *" install_qa_check "* ]] || return 0
+	steved_jobserver_run phase --pid "$$"
+}
+
+# Registered with register_die_hook: the job failed; its token goes back once its processes are gone.
+steved_jobserver_die_hook() {
+	steved_jobserver_wanted || return 0
+	steved_jobserver_run die --pid "$$"
+}
+
+# True when this job asks for something and the helper exists.
+steved_jobserver_wanted() {
+	[[ " ${MAKEFLAGS-} ${CARGO_MAKEFLAGS-} ${MFLAGS-} " == *" --jobserver-auth="* ]] || return 1
+	[[ " ${FEATURES-} " == *" jobserver-token "* || -n ${JOBSERVER_TOKENS-} || -n ${JOBSERVER_MAX_JOBS-} ]] || return 1
+	steved_jobserver_helper >/dev/null
+}
+
+# Print the helper's path; false when it is not installed.
+steved_jobserver_helper() {
+	local helper=${STEVED_JOBSERVER_HELPER:-steved-emerge-shim}
+	if [[ ${helper} == */* ]]; then
+		[[ -x ${helper} ]] || return 1
+	else
+		helper=$(type -P "${helper}") || return 1
+	fi
+	printf '%s\n' "${helper}"
+}
+
+# Run the helper; its "info TEXT" / "warn TEXT" lines become einfo / ewarn.
+steved_jobserver_run() {
+	local helper line
+	helper=$(steved_jobserver_helper) || return 0
+	while IFS= read -r line; do
+		case ${line} in
+			"info "*) steved_jobserver_say einfo "${line#info }" ;;
+			"warn "*) steved_jobserver_say ewarn "${line#warn }" ;;
+		esac
+	done < <("${helper}" "$@")
+	return 0
+}
+
+steved_jobserver_say() {
+	if declare -F "$1" >/dev/null; then
+		"$1" "$2"
+	else
+		printf ' * %s\n' "$2" >&2
+	fi
+}

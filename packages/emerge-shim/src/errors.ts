@@ -1,0 +1,36 @@
+// Errors of the emerge shim: one class with a closed set of codes (tests assert codes, never
+// wording). System errors from syscalls stay Node's own (code 'ECONNREFUSED', ...).
+
+/** The closed set of domain error codes. */
+export type ShimErrorCode =
+  /** A malformed or unknown message on the holder socket. */
+  | 'ERR_SHIM_PROTOCOL'
+  /** The holder could not be started, or died before it was ready. */
+  | 'ERR_SHIM_HOLDER_START'
+  /** The holder closed the connection before it answered. */
+  | 'ERR_SHIM_HOLDER_GONE'
+  /** The holder is giving its tokens back (the job ended) and takes no new phases. */
+  | 'ERR_SHIM_HOLDER_ENDING'
+  /** A package.env setting (JOBSERVER_TOKENS, JOBSERVER_MAX_JOBS) that is not a whole number >= 1. */
+  | 'ERR_SHIM_BAD_SETTING'
+  /** The environment lacks a variable Portage always sets (PORTAGE_BUILDDIR, CATEGORY, PF, T). */
+  | 'ERR_SHIM_NO_PORTAGE_ENV'
+  /** A bad command-line argument. */
+  | 'ERR_SHIM_USAGE'
+
+export class ShimError extends Error {
+  readonly code: ShimErrorCode
+  constructor(code: ShimErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'ShimError'
+    this.code = code
+  }
+}
+
+/** One line for an error: "message [CODE]". */
+export function describeError(e: unknown): string {
+  const err = e as { code?: unknown; message?: unknown }
+  const code = typeof err?.code === 'string' ? err.code : 'ERR_UNKNOWN'
+  const message = typeof err?.message === 'string' ? err.message : String(e)
+  return `${message.replace(/\s*\n\s*/g, ' ')} [${code}]`
+}

@@ -1,0 +1,10 @@
+// emerge-shim: Portage integration of steved. See README.md.
+export { BUILD_PHASES, contextOf, parseSettings, detectPortage, makePlan, parseVersion, compareVersions, NATIVE_SINCE } from './plan'
+export type { Env, Context, Settings, PortageInfo, Plan, Note, BuildPhase } from './plan'
+export { parseStat, ProcFs, type ProcInfo } from './procfs'
+export { tableOf, isAlive, supervisorOf, snapshotJob, remaining, PHASE_WRAPPERS, type ProcRef, type ProcTable } from './tree'
+export { StevedControl, encodeGroupJoin, type StevedStatus } from './steved-control'
+export { describeJobserver, waitReason } from './messages'
+export { PROTOCOL_VERSION, SOCKET_NAME, encode, parseRequest, parseReply, type Request, type Reply, type HolderState } from './protocol'
+export { Holder, type HolderOptions, type HolderDeps } from './holder'
+export { ShimError, describeError, type ShimErrorCode } from './errors'
