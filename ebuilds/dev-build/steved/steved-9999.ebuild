@@ -1,0 +1,178 @@
+# Copyright 2026 steved authors
+# Distributed under the terms of the GNU General Public License v2
+
+EAPI=8
+
+PYTHON_COMPAT=( python3_{11..14} )
+
+inherit linux-info python-any-r1 systemd toolchain-funcs udev
+
+DESCRIPTION="System-wide GNU make jobserver with per-process token accounting"
+HOMEPAGE="https://github.com/steved-jobserver/steved"
+
+if [[ ${PV} == 9999 ]]; then
+	inherit git-r3
+	EGIT_REPO_URI="https://github.com/steved-jobserver/steved.git"
+else
+	# Made by scripts/release.sh: the source with its JavaScript compiled, and the
+	# production node_modules (src_* have no network to run npm).
+	SRC_URI="
+		https://github.com/steved-jobserver/steved/releases/download/v${PV}/${P}.tar.xz
+		https://github.com/steved-jobserver/steved/releases/download/v${PV}/${P}-node_modules.tar.xz
+	"
+	KEYWORDS="~amd64 ~arm64"
+fi
+
+# steved, stevectl, jobclient: GPL-2+; in node_modules: @iarna/toml (ISC),
+# commander and node-addon-api (MIT)
+LICENSE="GPL-2+ ISC MIT"
+SLOT="0"
+IUSE="portage test"
+# The suites mount FUSE file systems (root, /dev/fuse) and need the
+# devDependencies (tap, typescript), which only the live ebuild fetches.
+RESTRICT="test"
+PROPERTIES="test? ( test_privileged )"
+
+DEPEND="sys-fs/fuse:3="
+# The addons use N-API (version 8), which does not change with Node.js
+# releases: no slot operator. fuse-common gives /dev/cuse to the cuse group.
+RDEPEND="
+	${DEPEND}
+	acct-group/jobserver
+	acct-user/steved
+	>=net-libs/nodejs-20
+	>=sys-fs/fuse-common-3.10.4-r2
+	portage? ( sys-apps/portage )
+"
+# node-gyp is the copy npm bundles; gyp needs Python.
+BDEPEND="
+	${PYTHON_DEPS}
+	>=net-libs/nodejs-20[npm]
+	virtual/pkgconfig
+"
+
+DOCS=( README.md docs/control.md )
+
+pkg_pretend() {
+	local CONFIG_CHECK="~CUSE"
+	local WARNING_CUSE="CONFIG_CUSE is not set: steved will serve a FUSE-mounted file instead of /dev/steve (see below)"
+	check_extra_config
+
+	if linux_config_exists && ! linux_chkconfig_present CUSE; then
+		ewarn "Without CUSE, steved serves the jobserver as a FUSE-mounted regular file:"
+		ewarn '  MAKEFLAGS="--jobserver-auth=fifo:/run/steved/jobserver"'
+		ewarn "GNU make >= 4.4, cargo, Portage and pytest use it; upstream ninja accepts"
+		ewarn "only FIFOs and character devices, and builds without the pool."
+		ewarn "Under systemd, steved mounts the file as user steved: add"
+		ewarn "'user_allow_other' to /etc/fuse.conf, or see steved.service for running it"
+		ewarn "as root with --user steved."
+	fi
+}
+
+pkg_setup() {
+	python-any-r1_pkg_setup
+}
+
+src_unpack() {
+	if [[ ${PV} == 9999 ]]; then
+		git-r3_src_unpack
+		# A live ebuild may reach the network in src_unpack only: fetch the npm
+		# dependencies here, the devDependencies too (typescript, node-gyp, tap).
+		cd "${S}" || die
+		npm ci --no-audit --no-fund --ignore-scripts || die "npm ci failed"
+	else
+		default
+	fi
+}
+
+src_compile() {
+	tc-export CC CXX
+	local args=( --nodedir="${ESYSROOT}/usr" )
+	if [[ ${PV} == 9999 ]]; then
+		node_modules/.bin/tsc -b || die "tsc -b failed"
+	else
+		# The JavaScript comes compiled; node-gyp is the one npm bundles.
+		args+=( --node-gyp="${BROOT}/usr/$(get_libdir)/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js" )
+	fi
+	bash scripts/build-addons.sh "${args[@]}" || die "building the native addons failed"
+}
+
+src_test() {
+	[[ -x node_modules/.bin/tap ]] ||
+		die "The tests need the devDependencies: use ${CATEGORY}/${PN}-9999"
+	addwrite /dev/fuse
+	[[ -w /dev/fuse ]] ||
+		die "Testing steved requires root and /dev/fuse (FEATURES=-userpriv)"
+	local -x STEVED_ROOT=${S} TS_NODE_PROJECT=${S}/tsconfig.test.json
+	local -x STEVED_MAKE44
+	STEVED_MAKE44=$(type -P make) || die
+	node_modules/.bin/tap --reporter=tap packages/*/test/*.test.ts || die "tests failed"
+}
+
+src_install() {
+	DESTDIR="${D}" bash scripts/install.sh \
+		--prefix="${EPREFIX}/usr" \
+		--libdir="${EPREFIX}/usr/$(get_libdir)" \
+		--sysconfdir="${EPREFIX}/etc" \
+		--systemdunitdir="$(systemd_get_systemunitdir)" \
+		--udevrulesdir="$(get_udevdir)/rules.d" \
+		"$(usex portage --with-emerge-shim --without-emerge-shim)" \
+		|| die "scripts/install.sh failed"
+	einstalldocs
+}
+
+pkg_postinst() {
+	udev_reload
+
+	if ! grep -q -s -R -- '--jobserver-auth=' "${EROOT}"/etc/portage/make.conf; then
+		elog "To use the system-wide jobserver, enable the service:"
+		elog
+		elog "  for OpenRC:"
+		elog "    rc-update add steved default"
+		elog "    rc-service steved start"
+		elog
+		elog "  for systemd:"
+		elog "    systemctl enable --now steved"
+		elog
+		elog "Then add to /etc/portage/make.conf:"
+		elog
+		elog '  MAKEFLAGS="--jobserver-auth=fifo:/dev/steve"'
+		elog '  NINJAOPTS=""'
+		elog '  FEATURES="jobserver-token"'
+		elog
+		elog "Do not put -j in MAKEFLAGS or NINJAOPTS: an explicit -j turns the jobserver"
+		elog "off (make starts its own, ninja ignores the pool); -l in NINJAOPTS is fine."
+		elog "emake ignores MAKEOPTS once MAKEFLAGS is set (Portage >= 3.0.72), so keep"
+		elog "-jN there only for ebuilds that read it. FEATURES=jobserver-token (Portage"
+		elog ">= 3.0.74) makes every emerge job hold a token, so --jobs cannot overrun"
+		elog "the pool."
+		elog
+		elog "/dev/steve is root:jobserver 0660: add the users who build outside Portage"
+		elog "to the jobserver group, and check that \"id -nG portage\" lists it"
+		elog "(usermod -aG jobserver portage). Settings: /etc/steved.toml; at runtime:"
+		elog "stevectl status, stevectl --set-jobs N."
+	fi
+
+	if [[ -z ${ROOT} && ! -e /dev/cuse ]]; then
+		elog
+		elog "There is no /dev/cuse here (modprobe cuse?). Without it steved serves"
+		elog '  MAKEFLAGS="--jobserver-auth=fifo:/run/steved/jobserver"'
+		elog "instead; under systemd it then needs 'user_allow_other' in /etc/fuse.conf."
+	fi
+
+	if use portage; then
+		elog
+		elog "The emerge shim gives FEATURES=jobserver-token to Portage < 3.0.74, and"
+		elog "per-package caps (JOBSERVER_MAX_JOBS, JOBSERVER_TOKENS in package.env)."
+		elog "Enable it in /etc/portage/bashrc:"
+		elog
+		elog "  if [[ -r ${EPREFIX}/usr/share/steved/steved-jobserver.bashrc ]]; then"
+		elog "      source ${EPREFIX}/usr/share/steved/steved-jobserver.bashrc"
+		elog "      steved_jobserver_hook"
+		elog "  fi"
+	fi
+}
+
+pkg_postrm() {
+	udev_reload
+}
