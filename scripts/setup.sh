@@ -11,7 +11,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 # --- 1. Debian packages -----------------------------------------------------
 # libfuse3-dev/fuse3: the addon and fusermount3; python3-venv: the test venv;
 # g++/make/pkg-config: node-gyp; procps/psmisc: tests inspect processes.
-APT_PKGS=(libfuse3-dev fuse3 pkg-config g++ make python3 python3-venv procps psmisc util-linux tmux)
+APT_PKGS=(libfuse3-dev fuse3 pkg-config g++ make python3 python3-venv procps psmisc util-linux tmux shellcheck systemd xz-utils)
 APT_PKGS+=(${STEVED_EXTRA_APT:-})
 missing=()
 for p in "${APT_PKGS[@]}"; do
