@@ -9,7 +9,7 @@
 #                                     compiled where they run (scripts/build-addons.sh)
 #   OUT/SHA256SUMS                    sha256sum -c format
 #   OUT/Manifest                      DIST lines (BLAKE2B, SHA512) for the Gentoo overlay's
-#                                     dev-build/steved and dev-python/pytest-jobserver-bridge
+#                                     dev-build/steved and dev-python/pytest-steved-jobserver
 #
 # Both tarballs unpack into steved-V/; with them, an offline install is
 #   scripts/build-addons.sh --nodedir=/usr && DESTDIR=... scripts/install.sh --prefix=/usr
@@ -120,4 +120,4 @@ files=("$name.tar.xz" "$name-node_modules.tar.xz")
 for f in "${files[@]}" SHA256SUMS Manifest; do
   printf '%s\n' "$out/$f"
 done
-log "done: copy $out/Manifest into ebuilds/dev-build/steved/ and ebuilds/dev-python/pytest-jobserver-bridge/ for the $version ebuilds"
+log "done: copy $out/Manifest into ebuilds/dev-build/steved/ and ebuilds/dev-python/pytest-steved-jobserver/ for the $version ebuilds"

@@ -216,7 +216,7 @@ else:
 
 # --- the packages the overlay installs when they exist ----------------------------------------
 bridge = ROOT / "packages/pytest-bridge/pyproject.toml"
-bridge_eb = OVERLAY / "dev-python/pytest-jobserver-bridge/pytest-jobserver-bridge-9999.ebuild"
+bridge_eb = OVERLAY / "dev-python/pytest-steved-jobserver/pytest-steved-jobserver-9999.ebuild"
 bt = bridge_eb.read_text()
 check("pytest plugin ebuild: distutils-r1, EPYTEST_PLUGINS with itself, blocks pytest-jobserver",
       "inherit distutils-r1" in bt and re.search(r'^EPYTEST_PLUGINS=\( "\$\{PN\}"', bt, re.M) is not None
