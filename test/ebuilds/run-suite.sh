@@ -18,8 +18,9 @@
 #  ebuild   the release ebuild's phases run by mock-portage.sh from those artefacts with no
 #           network (node-gyp against /usr/include/node), the same checks on its image,
 #           USE=portage, pkg_postinst's messages with and without make.conf set up
-#  live     the 9999 ebuild's phases on the clone (npm ci from the npm cache); its image has
-#           the same files, byte for byte but for the addons, as the release ebuild's
+#  live     the 9999 ebuild's phases on the clone (npm ci from the npm cache), while the release
+#           builds in the background; its image has the same files, byte for byte but for the
+#           addons, as the release ebuild's
 #
 # Needs root, /dev/fuse, shellcheck, systemd-analyze, unshare, python3 and the npm cache that
 # scripts/setup.sh's npm ci fills. Every steved it starts is stopped and unmounted on exit.
@@ -37,10 +38,12 @@ unset MAKEFLAGS MFLAGS CARGO_MAKEFLAGS
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/steved-ebuilds.XXXXXX")
 PIDS=()   # steved processes started here
 MOUNTS=() # their jobserver files
+BGPIDS=() # background builds, each the leader of its own process group (setsid)
 
 mounted() { awk -v p="$1" '$5 == p { f = 1 } END { exit !f }' /proc/self/mountinfo; }
 cleanup() {
   local pid m
+  for pid in "${BGPIDS[@]}"; do kill -TERM -- "-$pid" "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
   for pid in "${PIDS[@]}"; do
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -318,7 +321,7 @@ else
 fi
 
 # ============================================================================================
-section "release: artefacts from a clean clone, without network"
+section "release: a clean clone; scripts/release.sh from it, without network"
 CLONE=$TMP/clone DIST=$TMP/distfiles
 RELEASE_EBUILD=$CLONE/ebuilds/dev-build/steved/steved-$VERSION.ebuild
 LIVE_EBUILD=$CLONE/ebuilds/dev-build/steved/steved-9999.ebuild
@@ -366,8 +369,26 @@ source_tarball_exact() { # DIR CLONE
   done
 }
 t "git clone of this repository" git clone -q "$ROOT" "$CLONE"
-t "release.sh --offline in the clone, with no network (unshare -n)" \
-  unshare -n bash "$CLONE/scripts/release.sh" --offline --out "$DIST"
+# The release (npm ci and tsc in a scratch copy) builds in the background, in its own
+# process group, while the live ebuild builds below: the two take most of this suite's time.
+setsid unshare -n bash "$CLONE/scripts/release.sh" --offline --out "$DIST" >"$TMP/release.log" 2>&1 &
+RELEASE_PID=$!
+BGPIDS+=("$RELEASE_PID")
+
+section "live: dev-build/steved-9999 on the clone (while the release builds)"
+ML=$TMP/mock-live
+t "steved-9999.ebuild: src_unpack (git-r3, then npm ci from the npm cache)" \
+  env MOCK_BASE="$ML" MOCK_EGIT_REPO="$CLONE" npm_config_offline=true bash "$MOCK" "$LIVE_EBUILD" pkg_setup src_unpack
+t "steved-9999.ebuild: src_compile (tsc -b, node-gyp) and src_install, offline" \
+  unshare -n env MOCK_BASE="$ML" bash "$MOCK" "$LIVE_EBUILD" pkg_setup src_prepare src_compile src_install
+
+section "release: the artefacts"
+wait "$RELEASE_PID"; release_rc=$?
+if [ "$release_rc" = 0 ]; then
+  ok "release.sh --offline in the clone, with no network (unshare -n)"
+else
+  notok "release.sh --offline in the clone, with no network (unshare -n): status $release_rc" "$TMP/release.log"
+fi
 t "SHA256SUMS verifies" bash -c 'cd "$1" && sha256sum -c SHA256SUMS' sh "$DIST"
 t "Manifest: each artefact with its size, BLAKE2B and SHA512" manifest_matches "$DIST"
 t "the artefacts are what steved-$VERSION.ebuild's SRC_URI fetches" src_uri_is_release "$RELEASE_EBUILD" "$DIST"
@@ -449,8 +470,7 @@ t "pkg_postinst with make.conf already pointing at a jobserver: no set-up text" 
 t "pkg_postinst on / names the FUSE path exactly when /dev/cuse is missing (here: $want_fuse)" postinst_fuse_hint "$want_fuse"
 
 # ============================================================================================
-section "live: dev-build/steved-9999 on the clone"
-ML=$TMP/mock-live
+section "live and release images"
 same_images() { # RELEASE_IMAGE LIVE_IMAGE: same files and links, same bytes but for the addons
   sums() {
     (cd "$1" && find . \( -type f -o -type l \) ! -name '*.node' | sort | while IFS= read -r f; do
@@ -462,10 +482,6 @@ same_images() { # RELEASE_IMAGE LIVE_IMAGE: same files and links, same bytes but
   [ "$a" = "$b" ] || { diff <(echo "$a") <(echo "$b") | head -20; return 1; }
   [ "$(cd "$1" && find . -name '*.node' | sort)" = "$(cd "$2" && find . -name '*.node' | sort)" ]
 }
-t "steved-9999.ebuild: src_unpack (git-r3, then npm ci from the npm cache)" \
-  env MOCK_BASE="$ML" MOCK_EGIT_REPO="$CLONE" npm_config_offline=true bash "$MOCK" "$LIVE_EBUILD" pkg_setup src_unpack
-t "steved-9999.ebuild: src_compile (tsc -b, node-gyp) and src_install, offline" \
-  unshare -n env MOCK_BASE="$ML" bash "$MOCK" "$LIVE_EBUILD" pkg_setup src_prepare src_compile src_install
 t "the live and the release image hold the same files, the same bytes but for the addons" same_images "$MB/image" "$ML/image"
 smoke live-ebuild "$ML/image"
 
