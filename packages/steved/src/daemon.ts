@@ -218,10 +218,17 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
   }
 
   const fixDevicePermissions = async (dev: string): Promise<void> => {
-    // devtmpfs creates the node as root:root 0600; a udev rule may change it later.
+    // devtmpfs creates the node as root:root 0600; a udev rule may already have fixed it.
     for (let i = 0; i < 100 && !fs.existsSync(dev); i++) await new Promise((r) => setTimeout(r, 20))
-    fs.chmodSync(dev, opts.mode)
-    fs.chownSync(dev, 0, gid)
+    const st = fs.statSync(dev)
+    if ((st.mode & 0o7777) === opts.mode && (opts.group === null || st.gid === gid)) return
+    try {
+      fs.chmodSync(dev, opts.mode)
+      if (opts.group !== null) fs.chownSync(dev, st.uid, gid)
+    } catch (e) {
+      // Without root (or CAP_CHOWN/CAP_FOWNER) the node keeps what devtmpfs or udev gave it.
+      log('warn', `cannot set the mode/group of ${dev} (${(e as NodeJS.ErrnoException).code}); install the udev rule or run steved as root`)
+    }
   }
 
   /**
