@@ -1,0 +1,111 @@
+// Per-package settings (package.env): JOBSERVER_MAX_JOBS=N caps the jobs of one build through a
+// steved process group (the phases' ebuild.sh processes and the job's holder are its roots),
+// while other builds use the rest of the pool; JOBSERVER_TOKENS=N makes the job hold N tokens.
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import t from 'tap'
+import { maxOverlap, parseJobLog } from '../../../test/helpers/joblog'
+import { startSteved, tmpDir } from '../../../test/helpers/steved'
+import {
+  buildLog,
+  holdersOf,
+  makefile,
+  probes,
+  processTag,
+  runEmerge,
+  waitForStatus,
+  writeRecipe,
+  type StatusDoc,
+} from './helpers/emerge'
+
+/** A waiter of group `name` held back by the group's cap while the pool has tokens to give. */
+const capBinds = (name: string) => (s: StatusDoc) => {
+  const g = s.groups.find((x) => x.name === name)
+  return g !== undefined && s.waiters.some((w) => g.members.includes(w.pid) && w.reason === 'group-limit')
+}
+
+t.test('JOBSERVER_MAX_JOBS=2: the capped build never runs more than 2 jobs, the uncapped one uses the rest of the pool', async (t) => {
+  const dir = tmpDir(t)
+  const steved = await startSteved(t, { jobs: 8, dir })
+  const tag = processTag(t)
+  const recipe = writeRecipe(dir)
+  const log = path.join(dir, 'recipes.log')
+  const [bA, bB] = ['barrier-capped', 'barrier-free'].map((d) => {
+    fs.mkdirSync(path.join(dir, d))
+    return path.join(dir, d)
+  })
+  const go = path.join(dir, 'go-capped')
+  const capped = {
+    category: 'www-client',
+    pf: 'capped-1.0',
+    env: { JOBSERVER_MAX_JOBS: '2' },
+    // Two recipes must run at once (the cap is reached), then they wait until the test has
+    // seen the cap hold make back.
+    files: { Makefile: makefile({ prefix: 'capped', n: 6, recipe, log, barrier: 2, barrierDir: bA, gate: go, seconds: 0.1 }) },
+  }
+  const free = {
+    category: 'app-misc',
+    pf: 'free-1.0',
+    // Six recipes at once: all of the pool that the capped build may not use (8 - 2).
+    files: { Makefile: makefile({ prefix: 'free', n: 10, recipe, log, barrier: 6, barrierDir: bB, seconds: 0.3 }) },
+  }
+  const emerge = runEmerge(t, { steved, dir, tag, jobs: [capped, free] })
+  const seen = await waitForStatus(steved, (s) => capBinds('www-client/capped-1.0')(s) && fs.readdirSync(bA).length === 2, "the cap to hold the capped build's make back")
+  const group = seen.groups.find((g) => g.name === 'www-client/capped-1.0')!
+  t.equal(group.limit, 2, "group limit 2: the holder's token (it pays for make's implicit slot) and one token make may read")
+  t.ok(group.tokens <= 2, `the group holds ${group.tokens} token(s)`)
+  fs.writeFileSync(go, '')
+  const done = await emerge.exited
+  t.equal(done.code, 0, `fake emerge finished: ${done.stderr}`)
+  t.same(emerge.events().filter((e) => e.ev === 'end').map((e) => e.ok), [true, true], 'both built')
+
+  const jobs = parseJobLog(fs.readFileSync(log, 'utf8'))
+  const a = jobs.filter((j) => j.name.startsWith('capped-'))
+  const b = jobs.filter((j) => j.name.startsWith('free-'))
+  t.equal(a.length, 6)
+  t.equal(b.length, 10)
+  t.equal(maxOverlap(a), 2, 'the capped build ran 2 jobs at once at most (and reached 2)')
+  t.ok(maxOverlap(b) >= 6, `the uncapped build ran ${maxOverlap(b)} jobs at once: the rest of the pool`)
+  t.ok(maxOverlap(jobs) <= 8, `${maxOverlap(jobs)} jobs at once in all, within the pool of 8`)
+  t.match(buildLog(emerge.builddir(capped)), /JOBSERVER_MAX_JOBS=2: this build runs at most 2 job\(s\) at once \(steved group www-client\/capped-1\.0/)
+  t.notMatch(buildLog(emerge.builddir(free)), /JOBSERVER_MAX_JOBS/)
+  await waitForStatus(steved, (s) => s.holders.length === 0 && s.groups.length === 0 && s.pool.free === 8, 'every token back, the group gone')
+})
+
+t.test('JOBSERVER_MAX_JOBS=1: one job at a time although the pool has more', async (t) => {
+  const dir = tmpDir(t)
+  const steved = await startSteved(t, { jobs: 4, dir })
+  const tag = processTag(t)
+  const recipe = writeRecipe(dir)
+  const log = path.join(dir, 'recipes.log')
+  const go = path.join(dir, 'go')
+  const job = {
+    category: 'dev-lang',
+    pf: 'heavy-1.0',
+    env: { JOBSERVER_MAX_JOBS: '1' },
+    files: { Makefile: makefile({ prefix: 'heavy', n: 4, recipe, log, gate: go, seconds: 0.05 }) },
+  }
+  const emerge = runEmerge(t, { steved, dir, tag, jobs: [job] })
+  const seen = await waitForStatus(steved, capBinds('dev-lang/heavy-1.0'), 'make to be held back by the cap')
+  t.ok(seen.pool.free >= 2, `held back with ${seen.pool.free} tokens free`)
+  t.equal(seen.groups[0]?.limit, 1, "limit 1: the job's own token, on which make runs its one job")
+  fs.writeFileSync(go, '')
+  const done = await emerge.exited
+  t.equal(done.code, 0, `fake emerge finished: ${done.stderr}`)
+  t.equal(maxOverlap(parseJobLog(fs.readFileSync(log, 'utf8'))), 1, 'one recipe at a time')
+})
+
+t.test('JOBSERVER_TOKENS=2: the job holds 2 tokens from setup to its end', async (t) => {
+  const dir = tmpDir(t)
+  const steved = await startSteved(t, { jobs: 3, dir })
+  const tag = processTag(t)
+  const job = { category: 'sci-libs', pf: 'wide-1.0', env: { JOBSERVER_TOKENS: '2' }, files: { Makefile: 'all:\n\t@true\n' } }
+  const emerge = runEmerge(t, { steved, dir, tag, jobs: [job], env: { STEVED_TEST_PROBE: '1' } })
+  const done = await emerge.exited
+  t.equal(done.code, 0, `fake emerge finished: ${done.stderr}`)
+  const ps = probes(emerge.builddir(job))
+  t.equal(ps.length, 7, 'a probe in every build phase')
+  for (const p of ps) t.equal(holdersOf(p.status, 'sci-libs/wide-1.0')[0]?.tokens, 2, `${p.phase}: the holder holds 2 tokens`)
+  t.match(buildLog(emerge.builddir(job)), /wide-1\.0 holds 2 tokens until its build ends/)
+  await waitForStatus(steved, (s) => s.holders.length === 0 && s.pool.free === 3, 'every token back')
+})
