@@ -76,7 +76,7 @@ steved_jobserver_helper() {
 steved_jobserver_run() {
 	local helper line
 	helper=$(steved_jobserver_helper) || return 0
-	while IFS= read -r line; do
+	while IFS= read -r line || [[ -n ${line} ]]; do
 		case ${line} in
 			"info "*) steved_jobserver_say einfo "${line#info }" ;;
 			"warn "*) steved_jobserver_say ewarn "${line#warn }" ;;

@@ -223,7 +223,8 @@ export interface EmergeRun {
 }
 
 export interface EmergeOptions {
-  steved: RunningSteved
+  /** The jobserver: a running steved, or any path (a FIFO) for MAKEFLAGS=--jobserver-auth=fifo:PATH. */
+  steved: RunningSteved | { path: string; makeflags?: string }
   dir: string
   tag: string
   jobs: JobSpec[]
@@ -240,7 +241,7 @@ export function runEmerge(t: Teardown, o: EmergeOptions): EmergeRun {
   const env: Record<string, string> = {
     PATH: process.env.PATH ?? '/usr/bin:/bin',
     LANG: 'C',
-    MAKEFLAGS: o.steved.makeflags,
+    MAKEFLAGS: o.steved.makeflags ?? `--jobserver-auth=fifo:${o.steved.path}`,
     FEATURES: 'sandbox userpriv jobserver-token',
     PORTAGE_BASHRC: writeUserBashrc(o.dir),
     STEVED_JOBSERVER_HELPER: HELPER_BIN,
