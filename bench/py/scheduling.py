@@ -293,7 +293,7 @@ def run(ctx: Ctx) -> dict:
         agg = {}
         for k, v in ms[0].items():
             if isinstance(v, (int, float)) and not isinstance(v, bool) and all(isinstance(m[k], (int, float)) for m in ms):
-                agg[k] = round(float(np.mean([m[k] for m in ms])), 3)
+                agg[k] = round(float(np.median([m[k] for m in ms])), 3)
         summary[sc] = agg
     data = {
         "what": __doc__.strip(),
@@ -313,7 +313,7 @@ def run(ctx: Ctx) -> dict:
             "late_first_token_wait_s": "late build's arrival to the first moment it runs 2 jobs (its first token under (c) and (d))",
             "cpu_jobs_wall_over_cpu": "mean wall time / CPU time of make-cpu's jobs (1.0: never waited for a CPU)",
         },
-        "summary_mean_over_reps": summary,
+        "summary_median_over_reps": summary,
         "runs": results,
     }
     write_json(ctx, "scheduling", data)
