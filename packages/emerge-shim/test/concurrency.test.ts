@@ -19,6 +19,7 @@ import {
   runEmerge,
   stevedStatus,
   waitForStatus,
+  waitUntil,
   writeRecipe,
   type JobSpec,
 } from './helpers/emerge'
@@ -99,4 +100,20 @@ t.test('with the shim, 2 tokens admit 2 package jobs and 2 recipes at once; each
   const st = await waitForStatus(steved, (s) => s.holders.length === 0 && s.pool.free === 2, 'every token back')
   t.equal(st.counters.reclaimed, 0, 'every token was given back, none reclaimed from a dead process')
   t.equal(st.counters.granted, st.counters.returned, `granted ${st.counters.granted} = returned ${st.counters.returned}`)
+})
+
+t.test('the token is held through the post-install checks, and goes back after them', async (t) => {
+  const dir = tmpDir(t)
+  const steved = await startSteved(t, { jobs: 1, dir })
+  const tag = processTag(t)
+  const gate = path.join(dir, 'qa-done')
+  const job = { category: 'app-misc', pf: 'qa-1.0', files: { Makefile: 'all:\n' } }
+  const emerge = runEmerge(t, { steved, dir, tag, jobs: [job], env: { STEVED_TEST_QA_GATE: gate } })
+  await waitUntil(() => fs.existsSync(path.join(emerge.builddir(job), 'temp', 'qa-running')), 'the post-install checks')
+  const st = await stevedStatus(steved)
+  t.equal(holdersOf(st, 'app-misc/qa-1.0')[0]?.tokens, 1, 'held while install_qa_check runs')
+  t.match(buildLog(emerge.builddir(job)), /build done; app-misc\/qa-1\.0's token goes back after the install checks/)
+  fs.writeFileSync(gate, '')
+  t.equal((await emerge.exited).code, 0)
+  await waitForStatus(steved, (s) => s.holders.length === 0 && s.pool.free === 1, 'the token back')
 })

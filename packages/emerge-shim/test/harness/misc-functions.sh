@@ -18,8 +18,12 @@ die_hooks() {
 	: > "${PORTAGE_BUILDDIR}/.die_hooks"
 }
 
-# The checks themselves are not the subject; a test may make them take time.
-install_qa_check() { [[ -z ${STEVED_TEST_QA_SLEEP-} ]] || sleep "${STEVED_TEST_QA_SLEEP}"; }
+# The checks themselves are not the subject; a test may hold them until it opens a gate.
+install_qa_check() {
+	[[ -n ${STEVED_TEST_QA_GATE-} ]] || return 0
+	: > "${T}/qa-running"
+	while [[ ! -e ${STEVED_TEST_QA_GATE} ]]; do sleep 0.05; done
+}
 install_symlink_html_docs() { :; }
 install_hooks() { :; }
 
