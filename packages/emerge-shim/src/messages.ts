@@ -28,7 +28,8 @@ export function waitReason(status: StevedStatus | null, pid: number, path: strin
       return `this build's group is at its token limit${queue}`
     default: {
       const holders = status.holders.length
-      return `all ${plural(status.pool.jobs, 'token')} are in use (held by ${plural(holders, 'process', 'processes')})${queue}`
+      const pool = status.pool.jobs === 1 ? 'the only token is' : `all ${status.pool.jobs} tokens are`
+      return `${pool} in use (held by ${plural(holders, 'process', 'processes')})${queue}`
     }
   }
 }

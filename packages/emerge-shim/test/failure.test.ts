@@ -51,12 +51,16 @@ t.test('a job whose compile phase dies gives its token back through the die hook
   const recipe = writeRecipe(dir)
   const log = path.join(dir, 'jobs.log')
   const lateStart = path.join(dir, 'start-good')
-  const bad = { category: 'app-misc', pf: 'bad-1.0', files: { Makefile: makefile({ prefix: 'bad', n: 2, recipe, log, fail: true }) } }
+  const badCompile = path.join(dir, 'compile-bad')
+  const bad = { category: 'app-misc', pf: 'bad-1.0', files: { Makefile: makefile({ prefix: 'bad', n: 2, recipe, log, fail: true }) }, gates: { compile: badCompile } }
   const good = { category: 'app-misc', pf: 'good-1.0', files: { Makefile: makefile({ prefix: 'good', n: 2, recipe, log }) }, gates: { setup: lateStart } }
   const emerge = runEmerge(t, { steved, dir, tag, jobs: [bad, good] })
-  // The second job starts once the first holds the only token, so it must wait for the failure.
+  // The second job starts once the first holds the only token, and the first compiles (and
+  // fails) only once the second waits for that token.
   await waitForStatus(steved, (s) => holdersOf(s, 'app-misc/bad-1.0').length === 1, 'the failing job to hold the token')
   fs.writeFileSync(lateStart, '')
+  await waitForStatus(steved, (s) => s.waiters.some((w) => w.cmdline.includes('--pkg app-misc/good-1.0 ')), 'the second job to wait')
+  fs.writeFileSync(badCompile, '')
   const done = await emerge.exited
   t.equal(done.code, 0, `fake emerge finished: ${done.stderr}`)
   const ends = Object.fromEntries(emerge.events().filter((e) => e.ev === 'end').map((e) => [e.job, e.ok]))
@@ -65,7 +69,7 @@ t.test('a job whose compile phase dies gives its token back through the die hook
   t.match(badOut, /make failed/, 'die() was called in src_compile')
   t.match(badOut, /jobserver: app-misc\/bad-1\.0 failed; its token goes back once its \d+ remaining process\(es\) are gone/, 'the die hook said what happens to the token')
   t.match(holderLog(emerge.builddir(bad)), /end \(failed\)[^\n]*\n[^\n]*ending: the build failed/, 'the holder was told by the die hook')
-  t.match(buildLog(emerge.builddir(good)), /good-1\.0 waits for a token: all 1 token are in use/, 'the second job waited for the token, and said why')
+  t.match(buildLog(emerge.builddir(good)), /good-1\.0 waits for a token: the only token is in use/, 'the second job waited for the token, and said why')
   const st = await waitForStatus(steved, (s) => s.holders.length === 0 && s.pool.free === 1, 'the token back')
   t.equal(st.counters.reclaimed, 0, 'given back by the holder, not reclaimed from a dead process')
 })
