@@ -49,6 +49,13 @@ fi
 if ! "$VENV/bin/make" --version 2>/dev/null | head -1 | grep -Eq 'GNU Make 4\.([4-9]|[1-9][0-9])'; then
   log "the venv has no GNU make >= 4.4 (.venv/bin/make); check scripts/requirements.txt"; exit 1
 fi
+# The pytest plugin (`-p jobserver`), editable: source changes need no reinstall.
+PB=packages/pytest-bridge/pyproject.toml
+if ! cmp -s "$PB" "$VENV/.steved-pytest-bridge" || ! "$VENV/bin/python" -c 'import pytest_steved_jobserver' 2>/dev/null; then
+  log "installing packages/pytest-bridge into .venv"
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps -e packages/pytest-bridge
+  cp "$PB" "$VENV/.steved-pytest-bridge"
+fi
 
 # --- 4. build ---------------------------------------------------------------
 bash "$ROOT/scripts/build.sh"
