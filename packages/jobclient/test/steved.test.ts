@@ -137,7 +137,9 @@ t.test('acquireMany: two processes each holding half of the pool and wanting 3 o
   const env = { ...process.env, MAKEFLAGS: s.makeflags }
   const h = start(t, process.execPath, [CLIENT, 'hold', '2', 'wait'], { env })
   await h.waitFor(/^held/m)
-  const a = start(t, process.execPath, [CLIENT, 'many', '3'], { env })
+  // A must still hold its two when it is stopped, however slow this machine is: its stall
+  // is long, so the deadlock below is broken by B giving up (B keeps the short default).
+  const a = start(t, process.execPath, [CLIENT, 'many', '3'], { env: { ...env, JOBCLIENT_TEST_STALL_MS: '60000' } })
   await free(s, 0) // A holds the other two
   process.kill(a.pid, 'SIGSTOP')
   t.teardown(() => {
