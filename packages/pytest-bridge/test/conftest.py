@@ -280,6 +280,31 @@ class Inner:
         log = self.log.read_text().splitlines() if self.log.exists() else []
         return Run(proc.returncode, text, log)
 
+    def start(self, args: list[str], env: Optional[dict[str, str]] = None) -> subprocess.Popen:
+        """Start pytest in its own process group (the caller signals and waits for it)."""
+        full_env = dict(self.env)
+        full_env.update(env or {})
+        return subprocess.Popen(
+            [PYTHON, "-m", "pytest", "-p", "no:cacheprovider", "-rA"] + args,
+            cwd=self.dir,
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=open(self.tmp / "started.out", "wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_log(self, pred, timeout: float = 120.0) -> list[str]:
+        """Wait until pred(log lines) holds; fails after `timeout` (a guard against hangs)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.log.read_text().splitlines() if self.log.exists() else []
+            if pred(lines):
+                return lines
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the job log never got there: {lines}")
+            time.sleep(0.02)
+
     def leftovers(self, timeout: float = 30.0) -> list[str]:
         """Processes this directory's runs started that are still there (after a grace period)."""
         deadline = time.monotonic() + timeout

@@ -208,6 +208,53 @@ def test_crashed_gw0_hands_the_implicit_slot_to_its_replacement(steved, inner: I
     say(f"gw0 SIGKILLed, replaced by {new} which took no token; peak {peak} (limit {N}+1); {st['counters']['granted']} granted = {tokened} tests + 2 collections")
 
 
+def test_jobserver_gone_mid_run_stops_the_run_cleanly(steved, inner: Inner) -> None:
+    """steved stops while workers hold and wait for tokens: a clear stop, no hang, no crash."""
+    s = steved(1)
+    inner.add("test_server_gone.py")
+    env = {"MAKEFLAGS": " " + s.makeflags, "INNER_STEVED_PID": str(s.proc.pid)}
+    r = inner.run(["-n", "3"], env)
+    assert [l.split()[0] for l in r.log if l.startswith("stop ")] == ["stop"], r.log
+    assert s.proc.poll() is not None, "steved should be gone"
+    # xdist's Interrupted (exit 2) with the plugin's reason, and the test that got no token errors.
+    assert r.rc == 2, r.out
+    assert re.search(rf"Interrupted: jobserver: {re.escape(str(s.path))} \(from MAKEFLAGS\): (cannot take a token|giving token \d+ back failed): ", r.out), r.out
+    assert "INTERNALERROR" not in r.out and "crashed" not in r.out, r.out
+    m = re.search(r"ERROR at setup of (\S+) _+\n.*\njobserver: .*not running this test without a token", r.out)
+    assert m, r.out
+    say(f"steved stopped mid-run: exit 2, {m.group(1)} errored with the reason, no INTERNALERROR, no process left")
+
+
+def test_ctrl_c_gives_every_token_back(steved, inner: Inner) -> None:
+    """SIGINT to pytest's process group (Ctrl-C) while workers hold and wait for tokens."""
+    N = 2
+    s = steved(N)
+    inner.add("test_jobs.py")
+    proc = inner.start(["-n", "4"], {"MAKEFLAGS": " " + s.makeflags, "INNER_TESTS": "40", "INNER_SECONDS": "3"})
+    try:
+        # Both tokens out (two tests of gw1..gw3 running) and so workers are waiting.
+        def tokened_running(lines: list[str]) -> int:
+            tok = [l.split()[0] for l in lines if l.split()[-1] != "None" and l.split()[0] in ("start", "end")]
+            return tok.count("start") - tok.count("end")
+
+        inner.wait_log(lambda lines: tokened_running(lines) >= N)
+        held = s.status()
+        os.killpg(proc.pid, signal.SIGINT)
+        rc = proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    out = (inner.tmp / "started.out").read_text()
+    assert rc == 2 and "KeyboardInterrupt" in out, out
+    assert held["pool"]["held"] >= 1 and held["holders"], held
+    assert inner.leftovers() == []
+    st = s.settled()
+    c = st["counters"]
+    assert st["pool"]["free"] == N and st["holders"] == [] and c["returned"] == c["granted"], st
+    say(f"Ctrl-C with {held['pool']['held']}/{N} tokens held by {len(held['holders'])} agents: exit 2; {c['granted']} granted, {c['returned']} returned, all {N} free")
+
+
 # -- errors -----------------------------------------------------------------------------------
 
 

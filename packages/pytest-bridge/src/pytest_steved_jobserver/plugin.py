@@ -36,6 +36,7 @@ ENV_TIMEOUT = "PYTEST_JOBSERVER_TIMEOUT"
 DEFAULT_TIMEOUT = 60.0
 
 _STATE = pytest.StashKey["_State"]()
+_NO_TOKEN = pytest.StashKey[str]()
 
 # Keys of xdist's workerinput that the controller fills in for its workers.
 _WI_PATH = "jobserver_path"
@@ -224,7 +225,12 @@ class _Controller(_State):
 
 
 class _Worker(_State):
-    """An xdist worker that pays for its tests with tokens."""
+    """An xdist worker that pays for its tests with tokens.
+
+    If the jobserver goes away in the middle of the run (its server stopped, its agent killed),
+    the worker does not crash: the test that could get no token errors with the reason in its
+    setup, and the worker asks xdist to stop the run ("Interrupted: jobserver: ...").
+    """
 
     def __init__(self, config: pytest.Config, env: Mapping[str, str], path: Optional[str], source: str) -> None:
         super().__init__()
@@ -233,53 +239,71 @@ class _Worker(_State):
         self.source = source
         self.timeout = _timeout(config, env)
         self.agent: Optional[Agent] = None
-
-    def _agent(self) -> Agent:
-        if self.agent is None or not self.agent.alive:
-            try:
-                self.agent = Agent(find_agent(self.env), jobserver=self.path, env=_agent_env(self.env), timeout=self.timeout)
-            except AgentError as e:
-                raise JobserverUnavailable(f"jobserver {self.path or ''} (from {self.source}): {e}") from None
-        return self.agent
+        self.lost: Optional[str] = None
+        self.where = f"{path} (from {source})" if path else f"the jobserver from {source}"
 
     def _drop_agent(self) -> None:
         agent, self.agent = self.agent, None
         if agent is not None:
             agent.close()
 
-    @contextmanager
-    def hold(self) -> Iterator[int]:
-        agent = self._agent()
+    def _lose(self, session: pytest.Session, why: str) -> None:
+        self._drop_agent()
+        if self.lost is None:
+            self.lost = why
+        session.shouldstop = f"jobserver: {self.lost}"
+
+    def _acquire(self, session: pytest.Session) -> Optional[int]:
+        """A token, or None once the jobserver is lost (then the session is told to stop)."""
+        if self.lost is not None:
+            return None
         try:
-            token = agent.acquire()
+            if self.agent is None:
+                self.agent = Agent(find_agent(self.env), jobserver=self.path, env=_agent_env(self.env), timeout=self.timeout)
+            token = self.agent.acquire()
         except AgentError as e:
-            self._drop_agent()
-            raise JobserverUnavailable(f"jobserver {self.path or ''} (from {self.source}): cannot take a token: {e}") from None
+            self._lose(session, f"{self.where}: cannot take a token: {e}")
+            return None
         except BaseException:
-            # Interrupted while waiting (Ctrl-C): the reply may still come, so this agent is
-            # out of step. Its EOF cancels the wait and gives everything back.
+            # Interrupted while waiting (Ctrl-C): a reply may still come, so this agent is out
+            # of step. Closing its stdin cancels the wait and gives everything back.
             self._drop_agent()
             raise
         self.current = token
+        return token
+
+    def _release(self, session: pytest.Session, token: Optional[int]) -> None:
+        self.current = None
+        if token is None or self.agent is None:
+            return
         try:
-            yield token
-        finally:
-            self.current = None
-            try:
-                agent.release(token)
-            except AgentError as e:
-                self._drop_agent()
-                raise JobserverUnavailable(f"jobserver {self.path or ''}: giving token {token} back failed: {e}") from None
+            self.agent.release(token)
+        except AgentError as e:
+            self._lose(session, f"{self.where}: giving token {token} back failed: {e}")
 
     @pytest.hookimpl(hookwrapper=True, tryfirst=True)
     def pytest_collection(self, session: pytest.Session):  # type: ignore[no-untyped-def]
-        with self.hold():
+        token = self._acquire(session)
+        try:
             yield
+        finally:
+            self._release(session, token)
 
     @pytest.hookimpl(hookwrapper=True, tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: Optional[pytest.Item]):  # type: ignore[no-untyped-def]
-        with self.hold():
+        token = self._acquire(item.session)
+        if token is None:
+            item.stash[_NO_TOKEN] = self.lost or "no token"
+        try:
             yield
+        finally:
+            self._release(item.session, token)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        why = item.stash.get(_NO_TOKEN, None)
+        if why is not None:
+            pytest.fail(f"jobserver: {why}; not running this test without a token, stopping the run", pytrace=False)
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         self._drop_agent()
