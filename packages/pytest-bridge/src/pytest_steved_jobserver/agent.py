@@ -37,10 +37,12 @@ PROTOCOL_VERSION = 1
 class AgentError(Exception):
     """The agent answered ``err CODE MESSAGE``, or could not be started or talked to."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, request: str = "") -> None:
         super().__init__(f"{message} [{code}]")
         self.code = code
         self.message = message
+        #: The request that failed ("" when none did: start-up, a broken pipe).
+        self.request = request
 
 
 def _sibling_checkout() -> Optional[Path]:
@@ -116,6 +118,7 @@ class Agent:
             argv += ["--jobserver", jobserver]
         self.argv = argv
         self._buf = b""
+        self._unanswered: list[str] = []
         self._stderr: IO[bytes] = tempfile.TemporaryFile()
         try:
             self.proc = subprocess.Popen(
@@ -167,6 +170,26 @@ class Agent:
 
     def request(self, line: str) -> str:
         """Send one request and return the text after ``ok`` (raises AgentError on ``err``)."""
+        self._drain()
+        self._send(line)
+        return self._answer(line)
+
+    def send(self, line: str) -> None:
+        """Send a request without waiting for its reply; the next request checks it first.
+
+        For ``release``: the agent acts on it as soon as it reads the line, and the caller
+        does not wait for the round trip to the jobserver.
+        """
+        self._drain()
+        self._send(line)
+        self._unanswered.append(line)
+
+    def _drain(self) -> None:
+        while self._unanswered:
+            line = self._unanswered.pop(0)
+            self._answer(line)
+
+    def _send(self, line: str) -> None:
         try:
             os.write(self.proc.stdin.fileno(), (line + "\n").encode())  # type: ignore[union-attr]
         except BrokenPipeError:
@@ -176,6 +199,8 @@ class Agent:
                 f"the jobclient agent (pid {self.pid}) is gone (status {self.proc.returncode})"
                 + self._stderr_tail(),
             ) from None
+
+    def _answer(self, line: str) -> str:
         reply = self._readline(None)
         if reply == "" or reply is None:
             self.kill()
@@ -183,22 +208,29 @@ class Agent:
                 "ERR_AGENT_EXIT",
                 f"the jobclient agent (pid {self.pid}) exited with status {self.proc.returncode} "
                 f"while answering {line!r}" + self._stderr_tail(),
+                line,
             )
         if reply == "ok":
             return ""
         if reply.startswith("ok "):
             return reply[3:]
         if reply.startswith("err "):
-            raise _parse_err(reply)
+            err = _parse_err(reply)
+            err.request = line
+            raise err
         self.kill()
-        raise AgentError("ERR_AGENT_PROTOCOL", f"unexpected reply {reply!r} to {line!r}")
+        raise AgentError("ERR_AGENT_PROTOCOL", f"unexpected reply {reply!r} to {line!r}", line)
 
     def acquire(self) -> int:
         """Wait for one token; returns its id."""
         return int(self.request("acquire"))
 
-    def release(self, token: int) -> None:
-        self.request(f"release {token}")
+    def release(self, token: int, wait: bool = True) -> None:
+        """Give a token back; with wait=False the reply is checked by the next request."""
+        if wait:
+            self.request(f"release {token}")
+        else:
+            self.send(f"release {token}")
 
     def makeflags(self) -> str:
         """MAKEFLAGS naming the jobserver the agent opened (``--jobserver-auth=...``)."""

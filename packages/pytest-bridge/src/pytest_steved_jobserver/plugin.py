@@ -262,7 +262,8 @@ class _Worker(_State):
                 self.agent = Agent(find_agent(self.env), jobserver=self.path, env=_agent_env(self.env), timeout=self.timeout)
             token = self.agent.acquire()
         except AgentError as e:
-            self._lose(session, f"{self.where}: cannot take a token: {e}")
+            what = "giving a token back failed" if e.request.startswith("release") else "cannot take a token"
+            self._lose(session, f"{self.where}: {what}: {e}")
             return None
         except BaseException:
             # Interrupted while waiting (Ctrl-C): a reply may still come, so this agent is out
@@ -277,7 +278,8 @@ class _Worker(_State):
         if token is None or self.agent is None:
             return
         try:
-            self.agent.release(token)
+            # Not waiting for the reply: the next acquire (or the agent's EOF) checks it.
+            self.agent.release(token, wait=False)
         except AgentError as e:
             self._lose(session, f"{self.where}: giving token {token} back failed: {e}")
 
