@@ -34,8 +34,8 @@ bash scripts/setup.sh
 B=bench/build
 mkdir -p "$B"
 CFLAGS=(-O2 -Wall -Wextra -Werror)
-for p in rtbench handoff job; do
-  if [ ! -x "$B/$p" ] || [ "bench/c/$p.c" -nt "$B/$p" ]; then gcc "${CFLAGS[@]}" -o "$B/$p" "bench/c/$p.c"; fi
+for p in rtbench handoff job samefd; do
+  if [ ! -x "$B/$p" ] || [ "bench/c/$p.c" -nt "$B/$p" ]; then gcc "${CFLAGS[@]}" -pthread -o "$B/$p" "bench/c/$p.c"; fi
 done
 if [ ! -x "$B/tokensrv" ] || [ bench/c/tokensrv.c -nt "$B/tokensrv" ]; then
   # shellcheck disable=SC2046

@@ -1,6 +1,6 @@
 /* tokensrv: the smallest token server we can write on a FUSE-mounted regular file.
  *
- *   tokensrv FILE TOKENS [write-first]
+ *   tokensrv FILE TOKENS [write-first|stream]
  *
  * It is the baseline "what this transport costs" for bench/: libfuse3's low-level API, one
  * thread (fuse_session_loop), direct_io + nonseekable files, one byte per read, blocking reads
@@ -12,6 +12,11 @@
  * A write that frees a token for a parked reader answers the reader first, then the writer.
  * "write-first" answers the writer first (for the hand-off benchmark: it shows what that order
  * alone costs a waiter when everything shares one CPU).
+ *
+ * "stream" opens files with FOPEN_STREAM besides direct_io and nonseekable. libfuse 3.14's
+ * fuse_file_info has no bit for it, so the open reply (struct fuse_open_out) is sent as a
+ * buffer. Without it the kernel serialises read() and write() on one open file shared by
+ * threads (the file position lock of regular files): see bench/c/samefd.c.
  */
 #define FUSE_USE_VERSION 34
 #include <errno.h>
@@ -26,6 +31,7 @@
 
 static long tokens;
 static int write_first;
+static int stream;
 
 /* Parked blocking reads, oldest first. */
 struct parked {
@@ -42,6 +48,11 @@ struct pollent {
 static struct pollent *polls;
 static size_t npolls, cappolls;
 static uint64_t next_fh = 1;
+
+/* Open flags of the kernel's FUSE protocol (include/uapi/linux/fuse.h). */
+#define FOPEN_DIRECT_IO_ (1u << 0)
+#define FOPEN_NONSEEKABLE_ (1u << 2)
+#define FOPEN_STREAM_ (1u << 4)
 
 static void unlink_parked(struct parked *p)
 {
@@ -98,6 +109,15 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
 	fi->fh = next_fh++;
+	if (stream) {
+		/* struct fuse_open_out: fh, open_flags, padding (include/uapi/linux/fuse.h). */
+		struct {
+			uint64_t fh;
+			uint32_t open_flags, padding;
+		} out = { fi->fh, FOPEN_DIRECT_IO_ | FOPEN_NONSEEKABLE_ | FOPEN_STREAM_, 0 };
+		fuse_reply_buf(req, (const char *)&out, sizeof out);
+		return;
+	}
 	fi->direct_io = 1;
 	fi->nonseekable = 1;
 	fuse_reply_open(req, fi);
@@ -202,11 +222,12 @@ static const struct fuse_lowlevel_ops ops = {
 
 int main(int argc, char **argv)
 {
-	if (argc < 3 || argc > 4 || (argc == 4 && strcmp(argv[3], "write-first") != 0)) {
-		fprintf(stderr, "usage: %s FILE TOKENS [write-first]\n", argv[0]);
+	if (argc < 3 || argc > 4 || (argc == 4 && strcmp(argv[3], "write-first") != 0 && strcmp(argv[3], "stream") != 0)) {
+		fprintf(stderr, "usage: %s FILE TOKENS [write-first|stream]\n", argv[0]);
 		return 2;
 	}
-	write_first = argc == 4;
+	write_first = argc == 4 && strcmp(argv[3], "write-first") == 0;
+	stream = argc == 4 && strcmp(argv[3], "stream") == 0;
 	tokens = strtol(argv[2], NULL, 10);
 	char *fargv[] = { argv[0], "-o", "allow_other,default_permissions,fsname=tokensrv,subtype=tokensrv", NULL };
 	struct fuse_args args = FUSE_ARGS_INIT(3, fargv);

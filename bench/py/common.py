@@ -161,13 +161,14 @@ class CServer(Spawned):
 
     kind = "c-server"
 
-    def __init__(self, ctx: Ctx, tokens: int, pinned: bool = False, name: str = "csrv", write_first: bool = False):
+    def __init__(self, ctx: Ctx, tokens: int, pinned: bool = False, name: str = "csrv", write_first: bool = False, stream: bool = False):
         super().__init__(ctx, name, pinned)
         self.tokens = tokens
         self.write_first = write_first
+        self.stream = stream
 
     def command(self):
-        return [str(BUILD / "tokensrv"), self.path, str(self.tokens)] + (["write-first"] if self.write_first else [])
+        return [str(BUILD / "tokensrv"), self.path, str(self.tokens)] + (["write-first"] if self.write_first else []) + (["stream"] if self.stream else [])
 
     def ready(self):
         return "ready" in self.out.read_text()

@@ -67,6 +67,17 @@ def transport(ctx, d, md):
                     f"| {ratio['median_steved_over_fifo']:.0f}× |"
                 )
     md.append("")
+    sf = d.get("release_while_read_parked_on_same_open_file")
+    if sf:
+        md.append("One open file shared by two threads of a client, one parked in a blocking read, the other giving a token back "
+                  "(`samefd.c`; jobserver-rs 0.1.26-0.1.31 use one open file for a helper thread's reads and another thread's releases):\n")
+        md.append("| server | the release (write) returns? |")
+        md.append("|---|---|")
+        names = {"fifo": "FIFO", "c-server": "C server (direct_io, nonseekable)", "c-server-stream": "C server with FOPEN_STREAM", "steved": "steved"}
+        for r in sf:
+            ok = f"yes, after {json.loads(r['detail'])['write_returned_ms']:.2f} ms" if r["release_returned"] else f"**no**: {r['detail']}"
+            md.append(f"| {names.get(r['kind'], r['kind'])} | {ok} |")
+        md.append("")
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     groups = [(p, m, c) for m in ("rt", "prt") for p in (True, False) for c in (1, 8)]

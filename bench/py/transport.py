@@ -7,6 +7,7 @@ on this 2-vCPU virtual machine adds cross-CPU wake-ups to every FUSE round trip.
 """
 
 import statistics
+import subprocess
 
 from common import BUILD, PIN, CServer, Ctx, Fifo, Steved, environment, run_json, write_json
 
@@ -68,6 +69,21 @@ def run(ctx: Ctx) -> dict:
                 "p99_steved_over_fifo": round(s["p99_us"] / f["p99_us"], 1),
                 "rate_fifo_over_steved": round(f["round_trips_per_s"] / s["round_trips_per_s"], 1),
             })
+    # One open file, two threads: a release while a read is parked (see bench/c/samefd.c).
+    samefd = []
+    for kind, mk in (("fifo", lambda: Fifo(ctx, 1, name="samefd-fifo")),
+                     ("c-server", lambda: CServer(ctx, 1, name="samefd-csrv")),
+                     ("c-server-stream", lambda: CServer(ctx, 1, name="samefd-csrv-stream", stream=True)),
+                     ("steved", lambda: Steved(ctx, 1, name="samefd-steved"))):
+        with mk() as srv:
+            try:
+                r = subprocess.run([str(BUILD / "samefd"), srv.path], capture_output=True, text=True, timeout=3)
+                ok = r.returncode == 0
+                samefd.append({"kind": kind, "release_returned": ok, "detail": (r.stdout.strip() if ok else r.stderr.strip())})
+            except subprocess.TimeoutExpired:
+                samefd.append({"kind": kind, "release_returned": False, "detail": "write() still blocked after 3 s (killed)"})
+    ctx.say("transport: same-file release check done")
+
     data = {
         "what": "acquire+release round trips (rt: read 1 byte + write it back; prt: poll POLLIN first); "
                 "pool of 8 tokens so nobody waits; latency per round trip in microseconds, "
@@ -77,6 +93,7 @@ def run(ctx: Ctx) -> dict:
         "iterations_per_client": {"1": iters1, "8": iters8},
         "rows": rows,
         "ratios": ratios,
+        "release_while_read_parked_on_same_open_file": samefd,
         "raw": raw,
     }
     write_json(ctx, "transport", data)
