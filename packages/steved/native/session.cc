@@ -143,7 +143,26 @@ void Session::DoOpen(fuse_req_t req, struct fuse_file_info* fi) {
   s->Emit(kOpen, 0, fi->fh, ctx->pid, ctx->uid, ctx->gid, fi->flags, 0, nullptr, 0);
 }
 
-void Session::DoFileOpen(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) { DoOpen(req, fi); }
+void Session::DoFileOpen(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
+  // A regular file's read() and write() on one open file shared by threads take the file
+  // position lock, so a write (a token coming back) would wait behind a parked blocking read
+  // on the same file: a deadlock for a client that reads in a helper thread and releases from
+  // another on one O_RDWR descriptor. FOPEN_STREAM removes that lock, but libfuse 3.14's
+  // fuse_file_info has no bit for it, so the open reply (struct fuse_open_out) is sent whole.
+  // CUSE devices are character devices: the kernel takes no position lock for them.
+  constexpr uint32_t kFopenDirectIo = 1u << 0, kFopenNonseekable = 1u << 2, kFopenStream = 1u << 4,
+                     kFopenNoflush = 1u << 5;
+  Session* s = SessionOf(req);
+  const struct fuse_ctx* ctx = fuse_req_ctx(req);
+  fi->fh = s->next_fh_++;
+  struct {
+    uint64_t fh;
+    uint32_t open_flags;
+    uint32_t padding;
+  } out = {fi->fh, kFopenDirectIo | kFopenNonseekable | kFopenStream | kFopenNoflush, 0};
+  if (fuse_reply_buf(req, reinterpret_cast<const char*>(&out), sizeof(out)) != 0) return;
+  s->Emit(kOpen, 0, fi->fh, ctx->pid, ctx->uid, ctx->gid, fi->flags, 0, nullptr, 0);
+}
 
 void Session::DoRead(fuse_req_t req, size_t size, off_t off, struct fuse_file_info* fi) {
   Session* s = SessionOf(req);

@@ -180,3 +180,14 @@ t.test('with --user, the FUSE mount still goes away when steved exits (SIGTERM o
     t.ok(fs.statSync(s.path).isFile(), 'the plain file is back')
   }
 })
+
+t.test('a release on a descriptor shared with a thread parked in read() is not held up by it', async (t) => {
+  // Without FOPEN_STREAM the kernel's file position lock makes the write wait for the parked
+  // read, which waits for that very token: a deadlock (jobserver-rs < 0.1.32 uses one fd).
+  const s = await startSteved(t, { jobs: 1 })
+  const c = start(t, 'python3', [CLIENT, s.path, 'shared-fd-threads'])
+  await c.waitFor(/^writing 1$/m)
+  await c.waitFor(/^write returned$/m, 15000)
+  await c.waitFor(/^helper got b'\+'$/m)
+  t.pass('the write returned and the parked helper got the token')
+})

@@ -189,5 +189,21 @@ elif cmd == "blocking-loop" or cmd == "polling-loop":
         os.write(fd, b)
     say("acquired", n)
 
+elif cmd == "shared-fd-threads":
+    # One O_RDWR descriptor shared by two threads (jobserver-rs before 0.1.32: a helper thread
+    # reads, the main thread releases). The pool is empty: the helper parks in read(); the
+    # main thread's write must not wait behind it (the regular-file position lock).
+    fd = os.open(path, os.O_RDWR)
+    mine = drain(fd)
+    got = []
+    t = threading.Thread(target=lambda: got.append(os.read(fd, 1)))
+    t.start()
+    time.sleep(0.3)  # let the helper park (the test also checks steved's report)
+    say("writing", len(mine))
+    os.write(fd, mine[0])
+    say("write returned")
+    t.join()
+    say("helper got", got[0])
+
 else:
     sys.exit("unknown command " + cmd)
