@@ -59,7 +59,7 @@ JOBCLIENT = _script("jobclient", "jobclient")
 
 def make44() -> str:
     """GNU make >= 4.4 (the venv's; Debian bookworm's /usr/bin/make is 4.3)."""
-    for cand in (os.environ.get("STEVED_MAKE44"), str(Path(PYTHON).parent / "make"), str(ROOT / ".venv" / "bin" / "make")):
+    for cand in (os.environ.get("STEVED_MAKE44"), str(Path(PYTHON).parent / "make"), str(ROOT / ".venv" / "bin" / "make"), shutil.which("make")):
         if cand and Path(cand).is_file():
             out = subprocess.run([cand, "--version"], capture_output=True, text=True).stdout
             if re.search(r"GNU Make 4\.([4-9]|\d\d)", out):

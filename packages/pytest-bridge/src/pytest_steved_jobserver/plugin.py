@@ -334,15 +334,14 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"jobserver: cannot use the jobserver named by {probe.source}: {probe.detail}")
         state: _State = _Controller(probe, distributed)
     else:
-        if _WI_PATH in workerinput:
-            path, source, implicit = workerinput[_WI_PATH], workerinput[_WI_SOURCE], workerinput[_WI_IMPLICIT]
-            active = path is not None
+        # The controller resolved the jobserver and chose the implicit worker (gw0, or the
+        # replacement of a crashed gw0). Without its keys it did not load this plugin: idle.
+        path = workerinput.get(_WI_PATH)
+        implicit = workerinput.get(_WI_IMPLICIT, True)
+        if path is not None and not implicit:
+            state = _Worker(config, env, path, workerinput.get(_WI_SOURCE) or "")
         else:
-            # The controller did not fill these in (it runs without this plugin?): decide here.
-            source, path = _configured(config, env)
-            implicit = workerinput.get("workerid", "gw0") == "gw0"
-            active = source is not None
-        state = _Worker(config, env, path, source or "") if active and not implicit else _State()
+            state = _State()
     config.stash[_STATE] = state
     config.pluginmanager.register(state, "jobserver-state")
 

@@ -59,7 +59,9 @@ def barrier(k):
     deadline = time.monotonic() + 120
     while not flag.exists():
         if time.monotonic() > deadline:
+            # Fail the run's check (the outer test looks for this line), and wait no more.
             record("barrier-timeout", worker())
+            flag.touch()
             return
         time.sleep(0.005)
 
