@@ -276,6 +276,9 @@ async function pidfdsOpen(pid: number): Promise<number> {
   return n
 }
 
+// The file's own time limit (tap's default is 300 s): the storm, its warm-up and a margin.
+t.setTimeout(Math.max(300, WARMUP_SECONDS + STORM_SECONDS + 180) * 1000)
+
 t.test(`kill storm: ${STORM_SECONDS} s of random SIGKILL, SIGINT and SIGSTOP against steved -j ${JOBS}`, async (t) => {
   const dir = tmpDir(t)
   const snaps = path.join(dir, 'snapshots')
