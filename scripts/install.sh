@@ -106,13 +106,16 @@ log "packages -> $dest$appdir"
 rm -rf "$dest$appdir"
 mkdir -p "$dest$appdir"
 for ws in "${ws_list[@]}"; do
-  # What npm would publish ("files" in package.json, else bin/ and dist/), without the
-  # native sources, plus the compiled addon.
+  # What npm would publish ("files" in package.json, each entry by its top directory, else
+  # bin/ and dist/), without the native sources and npm's prebuilt addons, plus the addon
+  # compiled here.
   parts=()
   while read -r p; do
-    case $p in native|native/*|binding.gyp|src|src/*|test|test/*) continue ;; esac
+    case $p in native|binding.gyp|prebuilds|src|test) continue ;; esac
     [ -e "$ws/$p" ] && parts+=("$ws/$p")
-  done < <(node -e 'for (const f of require(process.argv[1]).files ?? ["bin", "dist"]) console.log(f.replace(/^\.\//, "").replace(/\/+$/, ""))' "$ROOT/$ws/package.json")
+  done < <(node -e '
+    const top = (f) => f.replace(/^\.\//, "").split("/")[0]
+    for (const f of new Set((require(process.argv[1]).files ?? ["bin", "dist"]).map(top))) console.log(f)' "$ROOT/$ws/package.json")
   for p in package.json README.md LICENSE COPYING; do [ -e "$ws/$p" ] && parts+=("$ws/$p"); done
   for p in "$ws"/*.schema.json "$ws"/build/Release/*.node; do [ -e "$p" ] && parts+=("$p"); done
   copy "${parts[@]}"

@@ -31,6 +31,12 @@ fi
 stamp=node_modules/.steved-lock-stamp
 if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
   log "npm ci"
+  # jobclient's install script (node-gyp-build) compiles its addon when none is built yet:
+  # against the installed Node.js headers, as scripts/build.sh does, never a header download.
+  node_prefix=$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")
+  if [ -z "${npm_config_nodedir:-}" ] && [ -f "$node_prefix/include/node/node_api.h" ]; then
+    export npm_config_nodedir=$node_prefix
+  fi
   npm ci --no-audit --no-fund --loglevel=error
   cp package-lock.json "$stamp"
 fi

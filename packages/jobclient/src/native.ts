@@ -37,11 +37,37 @@ export const FIONREAD = 0x541b
 
 let cached: Native | undefined
 
-/** Load the compiled addon (built by scripts/build.sh) once per process. */
+/** The loader of node-addon-api packages: build/Release first, then prebuilds/<platform>-<arch>/. */
+type GypBuild = (dir: string) => unknown
+
+/**
+ * Load the compiled addon once per process: build/Release/jobclient.node (scripts/build.sh, or
+ * the build an npm install ran), else the prebuild the npm tarball ships for this platform.
+ * Throws an Error with code ERR_JOBCLIENT_NO_ADDON that says how to build it when neither loads.
+ */
 export function loadNative(): Native {
   if (!cached) {
-    // dist/native.js -> ../build/Release/jobclient.node
-    cached = require(path.join(__dirname, '..', 'build', 'Release', 'jobclient.node')) as Native
+    // dist/native.js -> the package directory
+    const pkgDir = path.join(__dirname, '..')
+    try {
+      cached = (require('node-gyp-build') as GypBuild)(pkgDir) as Native
+    } catch (e) {
+      throw noAddon(pkgDir, e as Error)
+    }
   }
   return cached
+}
+
+function noAddon(pkgDir: string, cause: Error): Error {
+  const why = String(cause?.message ?? cause).split('\n')[0]
+  const err = new Error(
+    `jobclient: cannot load its native addon (${why}). No prebuilt addon in ${pkgDir}/prebuilds ` +
+      `fits this system and none was built. Build it with "npm rebuild jobclient" in your project ` +
+      `(needs python3, make, a C++17 compiler and the Node.js headers; when they are installed in ` +
+      `/usr/include/node: "npm_config_nodedir=/usr npm rebuild jobclient"), or with ` +
+      `"bash scripts/build.sh" in a steved checkout`,
+    { cause },
+  ) as Error & { code: string }
+  err.code = 'ERR_JOBCLIENT_NO_ADDON'
+  return err
 }
