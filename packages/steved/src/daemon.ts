@@ -154,7 +154,7 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
   }
 
   const prepareFile = (file: string): void => {
-    fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o755 })
+    makeParents(path.dirname(file))
     let st: fs.Stats | null = null
     try {
       st = fs.statSync(file)
@@ -302,6 +302,41 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
       }
       return restart
     },
+  }
+}
+
+/**
+ * Create a directory and its missing parents, each with one mkdir. Node's recursive mkdir
+ * retries forever where mkdir says ENOENT for a parent that exists (/proc, /sys): a daemon
+ * spinning at start-up, deaf to SIGTERM. Here every step is tried once and fails with a line.
+ */
+export function makeParents(dir: string): void {
+  const missing: string[] = []
+  let cur = path.resolve(dir)
+  for (;;) {
+    let st: fs.Stats | undefined
+    try {
+      st = fs.statSync(cur, { throwIfNoEntry: false })
+    } catch (e) {
+      throw new StevedError('ERR_STEVED_USAGE', `cannot use ${cur} for --path (${(e as NodeJS.ErrnoException).code})`, 'pick a --path inside a directory')
+    }
+    if (st) {
+      if (!st.isDirectory()) throw new StevedError('ERR_STEVED_USAGE', `${cur} is not a directory`, 'pick a --path inside a directory')
+      break
+    }
+    missing.unshift(cur)
+    const up = path.dirname(cur)
+    if (up === cur) break
+    cur = up
+  }
+  for (const d of missing) {
+    try {
+      fs.mkdirSync(d, { mode: 0o755 })
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code
+      if (code === 'EEXIST' && fs.statSync(d, { throwIfNoEntry: false })?.isDirectory()) continue
+      throw new StevedError('ERR_STEVED_USAGE', `cannot create the directory ${d} for --path (${code})`, 'pick a --path in a writable file system, or create the directory first')
+    }
   }
 }
 

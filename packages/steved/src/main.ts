@@ -6,7 +6,30 @@ import { loadConfig } from './config'
 import { createDaemon, type Daemon } from './daemon'
 import { StevedError } from './errors'
 
+/**
+ * Write to stdout or stderr without ever failing. A broken pipe (journald restarted, the
+ * terminal gone) must cost log lines, not the daemon: a dead steved leaves a dead mount.
+ */
+export function quietWrite(stream: NodeJS.WriteStream, text: string): void {
+  if (stream.destroyed || !stream.writable) return
+  try {
+    stream.write(text)
+  } catch {
+    // EPIPE from a synchronous pipe write: the 'error' listener below has it.
+  }
+}
+
+const quieted = new WeakSet<NodeJS.WriteStream>()
+function keepQuietOnError(stream: NodeJS.WriteStream): void {
+  // Always our own listener: another one (a preloaded tool's) may rethrow.
+  if (quieted.has(stream)) return
+  quieted.add(stream)
+  stream.on('error', () => {})
+}
+
 export async function main(argv: string[]): Promise<number> {
+  keepQuietOnError(process.stdout)
+  keepQuietOnError(process.stderr)
   let parsed
   let configWarnings: string[] = []
   const load = (): ReturnType<typeof parseArgs> => {
@@ -24,7 +47,7 @@ export async function main(argv: string[]): Promise<number> {
   const log = (level: 'info' | 'debug' | 'warn', msg: string): void => {
     if (level === 'debug' && !debug) return
     if (level === 'info' && !verbose) return
-    process.stderr.write(`steved: ${level === 'warn' ? 'warning: ' : ''}${msg}\n`)
+    quietWrite(process.stderr, `steved: ${level === 'warn' ? 'warning: ' : ''}${msg}\n`)
   }
   for (const w of configWarnings) log('warn', w)
 
@@ -37,7 +60,7 @@ export async function main(argv: string[]): Promise<number> {
   const stop = (): void => daemon.shutdown()
   process.on('SIGTERM', stop)
   process.on('SIGINT', stop)
-  process.on('SIGUSR1', () => process.stderr.write(daemon.report() + '\n'))
+  process.on('SIGUSR1', () => quietWrite(process.stderr, daemon.report() + '\n'))
   process.on('SIGHUP', () => {
     try {
       const next = load()
@@ -45,22 +68,23 @@ export async function main(argv: string[]): Promise<number> {
       if (next === null) return
       const restart = daemon.reconfigure(next.options)
       if (restart.length) log('warn', `changes to ${restart.join(', ')} take effect after a restart`)
-      process.stderr.write('steved: configuration reloaded\n')
+      quietWrite(process.stderr, 'steved: configuration reloaded\n')
     } catch (e) {
       const msg = e instanceof StevedError ? `${e.message}${e.hint ? ` (${e.hint})` : ''}` : String(e)
-      process.stderr.write(`steved: configuration rejected, settings unchanged: ${msg}\n`)
+      quietWrite(process.stderr, `steved: configuration rejected, settings unchanged: ${msg}\n`)
     }
   })
 
   try {
     const info = await daemon.start()
     const c = options.pool
-    process.stdout.write(
+    quietWrite(
+      process.stdout,
       `steved ${VERSION}: serving ${c.jobs} token${c.jobs === 1 ? '' : 's'} over ${info.transport === 'cuse' ? 'CUSE device' : 'FUSE file'} ${info.path}\n` +
         `MAKEFLAGS=${info.makeflags}\n`,
     )
     if (info.transport === 'fuse') {
-      process.stdout.write('note: upstream ninja only accepts real FIFOs or (master) character devices; GNU make >= 4.4, cargo, Portage and pytest work.\n')
+      quietWrite(process.stdout, 'note: upstream ninja only accepts real FIFOs or (master) character devices; GNU make >= 4.4, cargo, Portage and pytest work.\n')
     }
   } catch (e) {
     return fail(e)
@@ -72,10 +96,10 @@ export async function main(argv: string[]): Promise<number> {
 
 function fail(e: unknown): number {
   if (e instanceof StevedError) {
-    process.stderr.write(`steved: ${e.message}${e.hint ? ` (${e.hint})` : ''}\n`)
+    quietWrite(process.stderr, `steved: ${e.message}${e.hint ? ` (${e.hint})` : ''}\n`)
     return e.exitCode
   }
   const err = e as NodeJS.ErrnoException
-  process.stderr.write(`steved: ${err.message ?? String(e)}\n`)
+  quietWrite(process.stderr, `steved: ${err.message ?? String(e)}\n`)
   return 1
 }
