@@ -8,24 +8,30 @@
 #                                     workspace links included), no built addons: the addons are
 #                                     compiled where they run (scripts/build-addons.sh)
 #   OUT/SHA256SUMS                    sha256sum -c format
-#   OUT/Manifest                      DIST lines (BLAKE2B, SHA512) for the Gentoo overlay's
-#                                     dev-build/steved and dev-python/pytest-steved-jobserver
+#   OUT/Manifest                      DIST lines (BLAKE2B, SHA512) of both tarballs
+#   ebuilds/CAT/PN/Manifest           (in this checkout, unless --no-overlay) for each overlay
+#                                     package with a V ebuild: the DIST lines of the artefacts
+#                                     its SRC_URI fetches; lines for other files are kept
 #
 # Both tarballs unpack into steved-V/; with them, an offline install is
 #   scripts/build-addons.sh --nodedir=/usr && DESTDIR=... scripts/install.sh --prefix=/usr
-# Archives are reproducible: sorted, owner 0, every mtime set to the commit's time.
+# Archives are reproducible: sorted, owner 0, every mtime set to the commit's time. The
+# overlay's Manifests are left out of the source tarball, and the time is that of the last
+# commit that changed anything else, so committing the Manifests this writes changes no
+# tarball: a release of that next commit is byte for byte the same, and matches them.
 #
-# Usage: scripts/release.sh [--out DIR] [--ref REF] [--offline]
-#   --out DIR   where to write (default: release/ in the checkout; it ignores itself in git)
-#   --ref REF   the commit to release (default: HEAD)
-#   --offline   npm must take every package from its cache (no network at all)
+# Usage: scripts/release.sh [--out DIR] [--ref REF] [--offline] [--no-overlay]
+#   --out DIR     where to write (default: release/ in the checkout; it ignores itself in git)
+#   --ref REF     the commit to release (default: HEAD)
+#   --offline     npm must take every package from its cache (no network at all)
+#   --no-overlay  do not write ebuilds/*/*/Manifest in this checkout
 set -euo pipefail
 umask 022
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 die() { printf 'release: %s\n' "$*" >&2; exit 1; }
 log() { printf '[release] %s\n' "$*" >&2; }
 
-out=$ROOT/release ref=HEAD npm_net=--prefer-offline
+out=$ROOT/release ref=HEAD npm_net=--prefer-offline overlay=$ROOT/ebuilds
 while [ $# -gt 0 ]; do
   case $1 in
     --out=*) out=${1#*=} ;;
@@ -33,6 +39,7 @@ while [ $# -gt 0 ]; do
     --ref=*) ref=${1#*=} ;;
     --ref) ref=${2:?--ref needs a commit}; shift ;;
     --offline) npm_net=--offline ;;
+    --no-overlay) overlay="" ;;
     -h|--help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
@@ -46,7 +53,9 @@ commit=$(git -C "$ROOT" rev-parse --verify "$ref^{commit}") || die "no commit '$
 version=$(git -C "$ROOT" show "$commit:packages/steved/package.json" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).version))')
 [[ $version =~ ^[0-9]+(\.[0-9]+)*$ ]] || die "packages/steved/package.json has version '$version'; a release needs a plain version"
 name=steved-$version
-mtime=$(git -C "$ROOT" log -1 --format=%ct "$commit")
+# The overlay's Manifests describe the tarballs; they are not part of them.
+MANIFESTS=':(exclude,glob)ebuilds/*/*/Manifest'
+mtime=$(git -C "$ROOT" log -1 --format=%ct "$commit" -- . "$MANIFESTS")
 if [ "$ref" = HEAD ] && [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no)" ]; then
   log "note: the working tree has uncommitted changes; they are not in the release (it is built from $commit)"
 fi
@@ -83,7 +92,8 @@ out=$(cd "$out" && pwd)
 
 log "source tarball: the commit's files + packages/*/dist"
 {
-  git -C "$ROOT" ls-tree -r -z --name-only "$commit" | while IFS= read -r -d '' f; do printf '%s/%s\0' "$name" "$f"; done
+  git -C "$ROOT" ls-tree -r -z --name-only "$commit" -- . "$MANIFESTS" |
+    while IFS= read -r -d '' f; do printf '%s/%s\0' "$name" "$f"; done
   for ws in "${workspaces[@]}"; do
     (cd "$stage" && find "$name/$ws/dist" \( -type f -o -type l \) ! -name '*.tsbuildinfo' -print0)
   done
@@ -117,7 +127,56 @@ files=("$name.tar.xz" "$name-node_modules.tar.xz")
       "$(b2sum "$f" | cut -d' ' -f1)" "$(sha512sum "$f" | cut -d' ' -f1)"
   done >Manifest
 )
+
+# The file names an ebuild's SRC_URI fetches ("URL -> NAME" renames), from its global scope
+# with the eclass functions it calls there stubbed out.
+src_uri_files() { # EBUILD PN PV
+  # shellcheck disable=SC2016 # the inner script expands its own variables
+  env -i PATH="$PATH" bash -c '
+    inherit() { :; }; command_not_found_handle() { return 0; }
+    PN=$2 PV=$3 P=$2-$3 WORKDIR=/w
+    source "$1" >/dev/null 2>&1 || exit 1
+    read -r -d "" -a u <<<"${SRC_URI:-}"
+    for ((i = 0; i < ${#u[@]}; i++)); do
+      case ${u[i]} in
+        "->") printf "%s\n" "${u[i + 1]}"; ((i++)) ;;
+        *"?"|"("|")") ;;
+        *) [ "${u[i + 1]:-}" = "->" ] || printf "%s\n" "${u[i]##*/}" ;;
+      esac
+    done' sh "$@"
+}
+manifests=()
+if [ -n "$overlay" ]; then
+  # The commit's release ebuilds say which artefacts each package fetches.
+  for eb in "$src"/ebuilds/*/*/*-"$version".ebuild; do
+    [ -f "$eb" ] || continue
+    pkg=${eb#"$src/ebuilds/"}; pkg=${pkg%/*}
+    pn=${pkg#*/}
+    [ "$(basename "$eb")" = "$pn-$version.ebuild" ] || continue
+    mapfile -t wanted < <(src_uri_files "$eb" "$pn" "$version") || die "cannot read SRC_URI of $pkg"
+    lines=()
+    for w in "${wanted[@]}"; do
+      l=$(awk -v f="$w" '$2 == f' "$out/Manifest")
+      [ -n "$l" ] || die "$pkg-$version fetches $w, which this release does not make"
+      lines+=("$l")
+    done
+    [ ${#lines[@]} -gt 0 ] || continue
+    mkdir -p "$overlay/$pkg"
+    m=$overlay/$pkg/Manifest
+    # Keep the lines of other files (older releases); replace ours.
+    {
+      [ -f "$m" ] && awk 'NR == FNR { mine[$2] = 1; next } !($2 in mine)' <(printf '%s\n' "${lines[@]}") "$m"
+      printf '%s\n' "${lines[@]}"
+    } | LC_ALL=C sort -k2,2 -u >"$m.new" && mv "$m.new" "$m"
+    manifests+=("$m")
+  done
+fi
 for f in "${files[@]}" SHA256SUMS Manifest; do
   printf '%s\n' "$out/$f"
 done
-log "done: copy $out/Manifest into ebuilds/dev-build/steved/ and ebuilds/dev-python/pytest-steved-jobserver/ for the $version ebuilds"
+for m in "${manifests[@]}"; do printf '%s\n' "$m"; done
+if [ ${#manifests[@]} -gt 0 ]; then
+  log "done: wrote ${manifests[*]#"$ROOT/"}; upload the two tarballs to STEVED_RELEASE_BASE_URI/v$version/ (ebuilds/README.md) and commit the Manifests"
+else
+  log "done: no ebuild of version $version in the overlay${overlay:+ ($overlay)}, so no Manifest written there"
+fi

@@ -8,17 +8,20 @@ PYTHON_COMPAT=( python3_{11..14} )
 inherit linux-info python-any-r1 systemd toolchain-funcs udev
 
 DESCRIPTION="System-wide GNU make jobserver with per-process token accounting"
-HOMEPAGE="https://github.com/steved-jobserver/steved"
+# Where the project and its releases live: the one place to change (ebuilds/README.md).
+STEVED_HOME="https://github.com/steved-jobserver/steved"
+STEVED_RELEASE_BASE_URI="${STEVED_HOME}/releases/download"
+HOMEPAGE="${STEVED_HOME}"
 
 if [[ ${PV} == 9999 ]]; then
 	inherit git-r3
-	EGIT_REPO_URI="https://github.com/steved-jobserver/steved.git"
+	EGIT_REPO_URI="${STEVED_HOME}.git"
 else
 	# Made by scripts/release.sh: the source with its JavaScript compiled, and the
 	# production node_modules (src_* have no network to run npm).
 	SRC_URI="
-		https://github.com/steved-jobserver/steved/releases/download/v${PV}/${P}.tar.xz
-		https://github.com/steved-jobserver/steved/releases/download/v${PV}/${P}-node_modules.tar.xz
+		${STEVED_RELEASE_BASE_URI}/v${PV}/${P}.tar.xz
+		${STEVED_RELEASE_BASE_URI}/v${PV}/${P}-node_modules.tar.xz
 	"
 	KEYWORDS="~amd64 ~arm64"
 fi
@@ -27,11 +30,17 @@ fi
 # commander and node-addon-api (MIT)
 LICENSE="GPL-2+ ISC MIT"
 SLOT="0"
-IUSE="portage test"
-# The suites mount FUSE file systems (root, /dev/fuse) and need the
-# devDependencies (tap, typescript), which only the live ebuild fetches.
-RESTRICT="test"
-PROPERTIES="test? ( test_privileged )"
+IUSE="portage"
+if [[ ${PV} == 9999 ]]; then
+	# The suites mount FUSE file systems (root, /dev/fuse) and need the
+	# devDependencies (tap, typescript), which only the live ebuild fetches.
+	IUSE+=" test"
+	RESTRICT="!test? ( test )"
+	PROPERTIES="test? ( test_privileged )"
+else
+	# The release tarballs carry the production dependencies only: no test runner.
+	RESTRICT="test"
+fi
 
 DEPEND="sys-fs/fuse:3="
 # The addons use N-API (version 8), which does not change with Node.js

@@ -9,15 +9,18 @@ PYTHON_COMPAT=( python3_{11..14} )
 inherit distutils-r1
 
 DESCRIPTION="pytest plugin (-p jobserver): each pytest-xdist test holds a jobserver token"
-HOMEPAGE="https://github.com/steved-jobserver/steved"
+# Where the project and its releases live: as in dev-build/steved (ebuilds/README.md).
+STEVED_HOME="https://github.com/steved-jobserver/steved"
+STEVED_RELEASE_BASE_URI="${STEVED_HOME}/releases/download"
+HOMEPAGE="${STEVED_HOME}"
 
 # The plugin lives in the steved repository and release tarball.
 if [[ ${PV} == 9999 ]]; then
 	inherit git-r3
-	EGIT_REPO_URI="https://github.com/steved-jobserver/steved.git"
+	EGIT_REPO_URI="${STEVED_HOME}.git"
 	S=${WORKDIR}/${P}/packages/pytest-bridge
 else
-	SRC_URI="https://github.com/steved-jobserver/steved/releases/download/v${PV}/steved-${PV}.tar.xz"
+	SRC_URI="${STEVED_RELEASE_BASE_URI}/v${PV}/steved-${PV}.tar.xz"
 	S=${WORKDIR}/steved-${PV}/packages/pytest-bridge
 	KEYWORDS="~amd64 ~arm64"
 fi
@@ -25,8 +28,7 @@ fi
 LICENSE="GPL-2+"
 SLOT="0"
 # The tests run pytest-xdist workers against a steved serving a FUSE file:
-# root and /dev/fuse.
-RESTRICT="test"
+# root and /dev/fuse. distutils_enable_tests adds RESTRICT="!test? ( test )".
 PROPERTIES="test? ( test_privileged )"
 
 # Tokens are taken through "jobclient agent", from dev-build/steved.
