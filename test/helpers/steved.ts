@@ -48,12 +48,13 @@ export function tmpDir(t: Teardown, prefix = 'steved-test-'): string {
 
 export async function startSteved(
   t: Teardown,
-  opts: { jobs: number; args?: string[]; dir?: string; env?: NodeJS.ProcessEnv } = { jobs: 2 },
+  /** jobs null: no -j, so a --config file may set it. */
+  opts: { jobs: number | null; args?: string[]; dir?: string; env?: NodeJS.ProcessEnv } = { jobs: 2 },
 ): Promise<RunningSteved> {
   requireFuseRoot()
   const dir = opts.dir ?? tmpDir(t)
   const file = path.join(dir, 'jobserver')
-  const child = spawn(process.execPath, [STEVED_BIN, '--transport', 'fuse', '--path', file, '-j', String(opts.jobs), ...(opts.args ?? [])], {
+  const child = spawn(process.execPath, [STEVED_BIN, '--transport', 'fuse', '--path', file, ...(opts.jobs === null ? [] : ['-j', String(opts.jobs)]), ...(opts.args ?? [])], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...opts.env },
   })

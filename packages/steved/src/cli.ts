@@ -4,6 +4,7 @@
 import { Command, CommanderError, Option } from 'commander'
 import * as os from 'node:os'
 
+import { parseListenAddress, type ListenAddress } from './control/metrics'
 import { DEFAULT_RESERVATION_EXPIRY_MS, defaultConfig } from './core'
 import { DEFAULT_DEV_NAME, DEFAULT_FUSE_PATH, type DaemonOptions, type Transport } from './daemon'
 import { StevedError } from './errors'
@@ -15,6 +16,8 @@ export interface CliResult {
   options: DaemonOptions
   verbose: boolean
   debug: boolean
+  /** --metrics: where to serve Prometheus/OpenMetrics text over HTTP, or null. */
+  metrics: ListenAddress | null
 }
 
 const usage = (msg: string): StevedError =>
@@ -73,6 +76,17 @@ export function buildCommand(): Command {
     .addOption(new Option('--config <file>', 'TOML file with these options under their long names; flags override it; SIGHUP re-reads it').default('/etc/steved.toml', '/etc/steved.toml if present'))
     .addOption(new Option('-v, --verbose', 'log start-up, process exits and reclaimed tokens'))
     .addOption(new Option('-d, --debug', 'log every request'))
+    .addOption(
+      new Option('--metrics <[host:]port>', 'serve Prometheus/OpenMetrics text at http://HOST:PORT/metrics (host defaults to 127.0.0.1; off by default)').argParser(
+        (v: string) => {
+          try {
+            return parseListenAddress(v)
+          } catch (e) {
+            throw usage(`--metrics: ${(e as Error).message}`)
+          }
+        },
+      ),
+    )
     .allowExcessArguments(false)
     .exitOverride()
     .configureOutput({ writeErr: () => {} })
@@ -118,5 +132,6 @@ export function parseArgs(argv: string[], write: (s: string) => void = (s) => pr
     },
     verbose: Boolean(o.verbose || o.debug),
     debug: Boolean(o.debug),
+    metrics: (o.metrics as ListenAddress | undefined) ?? null,
   }
 }

@@ -25,6 +25,7 @@ const KEYS: Record<string, 'number' | 'string' | 'boolean' | 'mode'> = {
   group: 'string',
   user: 'string',
   'admin-group': 'string',
+  metrics: 'string',
   verbose: 'boolean',
   debug: 'boolean',
 }

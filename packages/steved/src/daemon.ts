@@ -10,7 +10,8 @@ import { StevedError } from './errors'
 import { cmdlineOf } from './io/procfs'
 import { TokenServer } from './io/server'
 import { MNT_DETACH, loadAddon, type Addon } from './native'
-import { controlHandler } from './control/server'
+import { SETTINGS, configPatch } from './control/protocol'
+import { StatusSnapshots, controlHandler } from './control/server'
 import { formatReport } from './report'
 import { buildStatus, type ServerInfo, type Status } from './status'
 import { VERSION } from './version'
@@ -61,8 +62,12 @@ export interface Daemon {
   readonly server: TokenServer
   /** The status document (`stevectl status --json`). */
   status(): Status
-  /** Apply changed options (SIGHUP): live settings at once; returns what needs a restart. */
-  reconfigure(next: DaemonOptions): string[]
+  /**
+   * Apply changed options (SIGHUP), all or nothing: live settings at once. A setting changed at
+   * runtime (stevectl --set-X) keeps its runtime value while the file's value for it is the one
+   * last applied; `kept` lists those. `restart` lists options that need a restart.
+   */
+  reconfigure(next: DaemonOptions): { restart: string[]; kept: Array<{ name: string; value: number | null; file: number | null }> }
   /** Resolves with a reason when serving stopped on its own (the mount went away). */
   readonly stopped: Promise<string>
 }
@@ -115,6 +120,8 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
   const server = new TokenServer(opts.pool, { addon, log: (l, m) => log(l, m) })
   let where = ''
   let adminGid = opts.adminGroup !== null ? groupId(opts.adminGroup) : null
+  /** The pool settings the configuration (file and flags) asked for when last applied. */
+  let fromFile: PoolConfig = { ...opts.pool }
   const info: ServerInfo = {
     pid: process.pid,
     version: VERSION,
@@ -122,10 +129,14 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
     path: '',
     startedAt: new Date().toISOString(),
     adminGroup: adminGid,
+    statusSnapshots: { count: 0, bytes: 0 },
   }
-  const status = (): Status => buildStatus(server.snapshot(), { ...info, adminGroup: adminGid }, (pid) => cmdlineOf(pid))
+  const snapshots = new StatusSnapshots()
+  const status = (): Status =>
+    buildStatus(server.snapshot(), { ...info, adminGroup: adminGid, statusSnapshots: { count: snapshots.count, bytes: snapshots.bytes } }, (pid) => cmdlineOf(pid))
   server.ioctlHandler = controlHandler(server, {
     adminGid: () => adminGid,
+    snapshots,
     statusJson: () => JSON.stringify(status()),
     log: (m) => log('info', m),
   })
@@ -285,24 +296,49 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
       return formatReport(server.snapshot(), where, (pid) => cmdlineOf(pid))
     },
     status,
-    reconfigure(next: DaemonOptions): string[] {
+    reconfigure(next: DaemonOptions) {
+      // Everything that can fail comes first, so a rejected file changes nothing.
+      const nextAdminGid = next.adminGroup !== null ? groupId(next.adminGroup) : null
       const cur = server.pool.config
       const patch: Partial<PoolConfig> = {}
+      const kept: Array<{ name: string; value: number | null; file: number | null }> = []
       for (const k of Object.keys(next.pool) as Array<keyof PoolConfig>) {
-        if (next.pool[k] !== cur[k]) (patch as Record<string, unknown>)[k] = next.pool[k]
+        if (next.pool[k] === cur[k]) continue
+        if (next.pool[k] === fromFile[k]) {
+          kept.push({ name: settingName(k), value: settingValue(k, cur[k]), file: settingValue(k, next.pool[k]) })
+          continue
+        }
+        ;(patch as Record<string, unknown>)[k] = next.pool[k]
       }
       if (Object.keys(patch).length) {
         server.configure(patch)
         log('info', `configuration applied: ${JSON.stringify(patch)}`)
       }
-      adminGid = next.adminGroup !== null ? groupId(next.adminGroup) : null
+      fromFile = { ...next.pool }
+      adminGid = nextAdminGid
       const restart: string[] = []
       for (const k of ['transport', 'path', 'devName', 'mode', 'group', 'user'] as const) {
         if (next[k] !== opts[k]) restart.push(k)
       }
-      return restart
+      return { restart, kept }
     },
   }
+}
+
+/** The option name of a pool setting, as stevectl and the file spell it. */
+function settingName(k: keyof PoolConfig): string {
+  return SETTINGS.find((d) => {
+    try {
+      return k in configPatch(d, 1)
+    } catch {
+      return false
+    }
+  })!.name
+}
+
+/** A pool setting in the unit of its option (seconds rather than ms). */
+function settingValue(k: keyof PoolConfig, v: number | null): number | null {
+  return v !== null && (k === 'loadRecheckMs' || k === 'reservationExpiryMs') ? v / 1000 : v
 }
 
 /**

@@ -3,6 +3,7 @@
 
 import { parseArgs, VERSION } from './cli'
 import { loadConfig } from './config'
+import { isLoopback, startMetricsServer, type MetricsServer } from './control/metrics'
 import { createDaemon, type Daemon } from './daemon'
 import { StevedError } from './errors'
 
@@ -75,8 +76,24 @@ export async function main(argv: string[]): Promise<number> {
     }
   })
 
+  // Bound before the jobserver is served, so a taken port fails with nothing mounted.
+  let metrics: MetricsServer | null = null
+  let serving = false
+  if (parsed.metrics) {
+    try {
+      metrics = await startMetricsServer(parsed.metrics, () => {
+        if (!serving) throw new Error('steved is still starting')
+        return daemon.status()
+      })
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException
+      const code = err.code === 'EADDRINUSE' ? 'ERR_STEVED_BUSY' : err.code === 'EACCES' ? 'ERR_STEVED_PERMISSION' : 'ERR_STEVED_USAGE'
+      return fail(new StevedError(code, `--metrics: cannot listen on ${parsed.metrics.host}:${parsed.metrics.port}: ${err.code ?? err.message}`, 'pick another address or port'))
+    }
+  }
   try {
     const info = await daemon.start()
+    serving = true
     const c = options.pool
     quietWrite(
       process.stdout,
@@ -86,11 +103,17 @@ export async function main(argv: string[]): Promise<number> {
     if (info.transport === 'fuse') {
       quietWrite(process.stdout, 'note: upstream ninja only accepts real FIFOs or (master) character devices; GNU make >= 4.4, cargo, Portage and pytest work.\n')
     }
+    if (metrics) {
+      quietWrite(process.stdout, `metrics: ${metrics.url}\n`)
+      if (!isLoopback(metrics.address.host)) log('warn', `--metrics listens on ${metrics.address.host}: other machines can read the pool's figures and group names`)
+    }
   } catch (e) {
+    metrics?.close()
     return fail(e)
   }
   const why = await daemon.stopped
   daemon.shutdown()
+  metrics?.close()
   return why === 'shut down' ? 0 : 1
 }
 

@@ -14,11 +14,19 @@ export interface ServerInfo {
   /** Wall-clock start time, ISO 8601. */
   startedAt: string
   adminGroup: number | null
+  /** Status documents kept while their readers fetch them in chunks. */
+  statusSnapshots: { count: number; bytes: number }
 }
+
+/** Longer command lines are cut: one process must not make every status document huge. */
+export const STATUS_CMDLINE_MAX = 1024
+
+const clip = (s: string): string => (s.length > STATUS_CMDLINE_MAX ? `${s.slice(0, STATUS_CMDLINE_MAX)} …` : s)
 
 const s = (ms: number): number => Math.round(ms) / 1000
 
-export function buildStatus(snap: PoolSnapshot, server: ServerInfo, cmdline: (pid: number) => string, now = new Date()) {
+export function buildStatus(snap: PoolSnapshot, server: ServerInfo, fullCmdline: (pid: number) => string, now = new Date()) {
+  const cmdline = (pid: number): string => clip(fullCmdline(pid))
   const c = snap.config
   return {
     version: STATUS_VERSION,
@@ -40,7 +48,7 @@ export function buildStatus(snap: PoolSnapshot, server: ServerInfo, cmdline: (pi
     holders: snap.holders.map((h) => ({ pid: h.pid, cmdline: cmdline(h.pid), tokens: h.tokens, heldForSeconds: h.heldForMs.map(s) })),
     waiters: snap.waiters.map((w) => ({ pid: w.pid, cmdline: cmdline(w.pid), how: w.how, waitingForSeconds: s(w.waitingForMs), reason: w.reason })),
     reservations: snap.reservations.map((r) => ({ pid: r.pid, cmdline: cmdline(r.pid), ageSeconds: s(r.ageMs), expiresInSeconds: s(Math.max(0, r.expiresInMs)) })),
-    groups: snap.groups.map((g) => ({ name: g.name, limit: g.limit, roots: g.roots, members: g.members, tokens: g.tokens })),
+    groups: snap.groups.map((g) => ({ name: g.name, limit: g.limit, owner: g.owner, roots: g.roots, members: g.members, tokens: g.tokens })),
     counters: {
       granted: snap.counters.granted,
       returned: snap.counters.returned,

@@ -30,6 +30,7 @@ import {
   settingByName,
   validateSetting,
 } from './control/protocol'
+import { renderDown, renderMetrics } from './control/metrics'
 import type { Status } from './status'
 import { VERSION } from './version'
 
@@ -47,6 +48,7 @@ const E = os.constants.errno
 export const HELP = `Usage: stevectl [--device PATH] [--get-NAME ...] [--set-NAME VALUE ...]
        stevectl [--device PATH] status [--json]
        stevectl [--device PATH] top [--interval SECONDS]
+       stevectl [--device PATH] metrics [--openmetrics] [--textfile PATH]
        stevectl [--device PATH] group join NAME PID [LIMIT|none]
        stevectl [--device PATH] group remove NAME
        stevectl [--] COMMAND [ARGS...]
@@ -62,6 +64,9 @@ Commands:
   status            a table of the pool, holders, waiters, reservations and counters
   status --json     the same as JSON (schema: packages/steved/status.schema.json, docs/control.md)
   top               a live view with a utilization history per client; q or Ctrl-C quits
+  metrics           the status as Prometheus text (format 0.0.4; --openmetrics for OpenMetrics 1.0).
+                    --textfile PATH writes it atomically for node_exporter's textfile collector
+                    (PATH ends in .prom); when steved cannot be reached it writes steved_up 0
   group join NAME PID [LIMIT]
                     put the process tree under PID into group NAME: all its processes together
                     hold at most LIMIT tokens (per-package caps; the emerge shim uses this).
@@ -383,6 +388,7 @@ export async function stevectl(argv: string[], write: (s: string) => void = (s) 
       ctl.close()
     }
   }
+  if (rest[0] === 'metrics') return metricsCommand(rest.slice(1), device, write)
   if (rest[0] === 'status' || rest[0] === 'top') {
     const ctl = new Control(findDevice(device))
     try {
@@ -421,4 +427,54 @@ export async function stevectl(argv: string[], write: (s: string) => void = (s) 
   const r = spawnSync(process.execPath, [jobclient, 'run', '--', ...rest], { stdio: 'inherit', env })
   if (r.error) throw new CtlError(`cannot run jobclient: ${r.error.message}`, 1)
   return r.status ?? 128 + (os.constants.signals[r.signal as NodeJS.Signals] ?? 0)
+}
+
+/** `stevectl metrics`: the exposition on stdout, or written atomically to a textfile. */
+function metricsCommand(args: string[], device: string | undefined, write: (s: string) => void): number {
+  let textfile: string | null = null
+  let openmetrics = false
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]
+    if (a === '--openmetrics') openmetrics = true
+    else if (a === '--textfile' && args[i + 1] !== undefined) textfile = args[++i]
+    else if (a.startsWith('--textfile=')) textfile = a.slice('--textfile='.length)
+    else throw new CtlError(`metrics: unexpected '${a}' (usage: stevectl metrics [--openmetrics] [--textfile PATH])`, 2)
+  }
+  if (textfile !== null && openmetrics) throw new CtlError('metrics: --textfile writes the 0.0.4 text format node_exporter reads; leave out --openmetrics', 2)
+  if (textfile !== null && !textfile.endsWith('.prom')) throw new CtlError(`metrics: node_exporter's textfile collector reads only *.prom files (got '${textfile}')`, 2)
+  let text: string
+  let failure: unknown = null
+  try {
+    const ctl = new Control(findDevice(device))
+    try {
+      text = renderMetrics(ctl.status(), openmetrics ? 'openmetrics' : 'text')
+    } finally {
+      ctl.close()
+    }
+  } catch (e) {
+    if (textfile === null) throw e
+    // A stale file would show the last good figures for ever; say that steved is down instead.
+    failure = e
+    text = renderDown()
+  }
+  if (textfile === null) {
+    write(text)
+    return 0
+  }
+  // Write beside the target and rename: the collector never reads a half-written file, and the
+  // temporary name does not end in .prom, so it is never read at all.
+  const tmp = `${textfile}.${process.pid}.tmp`
+  try {
+    fs.writeFileSync(tmp, text, { mode: 0o644 })
+    fs.renameSync(tmp, textfile)
+  } catch (e) {
+    try {
+      fs.unlinkSync(tmp)
+    } catch {
+      /* it was never created */
+    }
+    throw new CtlError(`metrics: cannot write ${textfile}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 1)
+  }
+  if (failure !== null) throw failure
+  return 0
 }

@@ -55,10 +55,31 @@ t.test('bad values are usage errors', async (t) => {
     ['--path', '/tmp/with space'],
     ['--no-such-flag'],
     ['extra-argument'],
+    // Issue 14: out of range, non-decimal and empty values.
+    ['-j', '9'.repeat(400)],
+    ['-j', '1000001'],
+    ['-m', '1000001'],
+    ['-p', '1000001'],
+    ['-l', '0x10'],
+    ['-l', '1e3'],
+    ['-l', 'Infinity'],
+    ['-l', '9'.repeat(400)],
+    ['-a', '0x10'],
+    ['-a', ' '],
+    ['-r', '86400.001'],
+    ['-r', '3000000'],
+    ['--reservation-expiry', '3000000'],
+    ['--reservation-expiry', '0x10'],
+    ['--group', ''],
+    ['--admin-group', ''],
+    ['--admin-group', '  '],
+    ['--user', ''],
   ]
   for (const argv of bad) {
     t.throws(() => parseArgs(argv), { code: 'ERR_STEVED_USAGE' }, argv.join(' '))
   }
+  const edge = parseArgs(['-j', '1000000', '-r', '86400', '--reservation-expiry', '86400', '-l', '.5', '-a', '16.'])!
+  t.match(edge.options.pool, { jobs: 1000000, loadRecheckMs: 86400000, reservationExpiryMs: 86400000, loadAverage: 0.5, minMemoryAvailMiB: 16 }, 'the bounds themselves are allowed')
   t.ok(new StevedError('ERR_STEVED_USAGE', 'x').exitCode === 2)
   t.ok(new StevedError('ERR_STEVED_BUSY', 'x').exitCode === 1)
 })

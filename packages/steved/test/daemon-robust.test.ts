@@ -91,3 +91,22 @@ t.test('a broken stderr pipe costs log lines, not the daemon', async (t) => {
   t.same(e, { code: 0, signal: null }, 'clean exit on SIGTERM')
   t.notOk(isMounted(s.file), 'and unmounted')
 })
+
+t.test('-v logs what its help promises: start-up, process exits, reclaimed tokens', async (t) => {
+  const s = await startSteved(t, { jobs: 2, args: ['-v'] })
+  t.match(s.stderr(), new RegExp(`^steved: started as pid ${s.pid} on ${s.path} \\(fuse\\); settings \\{"jobs":2`, 'm'), 'a start-up line with the settings')
+  // A holder killed while it holds a token: its exit and the reclaim are logged.
+  const h = spawn('bash', ['-c', 'exec 3<"$1"; read -r -N1 -u3 x && echo got && exec sleep 600', 'holder', s.path], { stdio: ['ignore', 'pipe', 'ignore'] })
+  t.teardown(() => h.kill('SIGKILL'))
+  await new Promise<void>((r) => h.stdout!.once('data', () => r()))
+  h.kill('SIGKILL')
+  await waitForReport(s, () => new RegExp(`^steved: pid ${h.pid} exited holding 1 token: reclaimed$`, 'm').test(s.stderr()), 'the reclaim line')
+  t.pass('the reclaim is logged')
+  // A client that gives its token back before exiting: its exit is logged without a reclaim.
+  const c = await run('python3', [path.join(CLIENTS, 'jsclient.py'), s.path, 'bigread'], { timeoutMs: 20000 })
+  t.match(c.stdout, /^len 1$/m)
+  await waitForReport(s, () => / exited$/m.test(s.stderr()), 'an exit line without a reclaim')
+  t.pass('a plain exit is logged')
+  const help = await run(process.execPath, [STEVED_BIN, '--help'])
+  t.match(help.stdout.replace(/\s+/g, ' '), /-v, --verbose log start-up \(settings\), every client process exit and the tokens reclaimed from it/)
+})

@@ -38,6 +38,14 @@ export const FLAG_UNSET = 1
 
 type Unit = 'count' | 'load' | 'seconds' | 'MiB'
 
+/**
+ * Bounds shared by the command line, the TOML file, SIGHUP and STEVED_IOC_SET. Token counts
+ * stay far below where a double stops counting exactly; timeouts stay below Node's timer
+ * limit (2^31 - 1 ms, about 24.8 days), past which a timer would fire every millisecond.
+ */
+export const MAX_TOKENS = 1_000_000
+export const MAX_TIMEOUT_SECONDS = 86_400
+
 export interface SettingDef {
   key: number
   /** The name used by steved's options, stevectl's --get-X/--set-X and the TOML file. */
@@ -49,23 +57,25 @@ export interface SettingDef {
   nullable: boolean
   /** Smallest allowed value. */
   min: number
+  /** Largest allowed value. */
+  max: number
   integer: boolean
   description: string
 }
 
 export const SETTINGS: readonly SettingDef[] = [
-  { key: 0, name: 'jobs', unit: 'count', writable: true, nullable: false, min: 1, integer: true, description: 'tokens in the pool' },
-  { key: 1, name: 'min-jobs', unit: 'count', writable: true, nullable: false, min: 0, integer: true, description: 'tokens that may be out whatever the load' },
-  { key: 2, name: 'load-average', unit: 'load', writable: true, nullable: true, min: Number.MIN_VALUE, integer: false, description: 'grant only while the 1-minute load average is at most this' },
-  { key: 3, name: 'load-recheck-timeout', unit: 'seconds', writable: true, nullable: false, min: 0.001, integer: false, description: 'how often load and memory are rechecked while clients wait' },
-  { key: 4, name: 'min-memory-avail', unit: 'MiB', writable: true, nullable: true, min: 0, integer: false, description: 'grant only while MemAvailable is at least this' },
-  { key: 5, name: 'per-process-limit', unit: 'count', writable: true, nullable: true, min: 1, integer: true, description: 'at most this many tokens per process' },
-  { key: 6, name: 'reservation-expiry', unit: 'seconds', writable: true, nullable: false, min: 0.001, integer: false, description: 'how long a token stays reserved for a poller' },
-  { key: 100, name: 'tokens', unit: 'count', writable: false, nullable: false, min: 0, integer: true, description: 'tokens free now (negative while a lowered pool drains)' },
-  { key: 101, name: 'held', unit: 'count', writable: false, nullable: false, min: 0, integer: true, description: 'tokens held now' },
-  { key: 102, name: 'reserved', unit: 'count', writable: false, nullable: false, min: 0, integer: true, description: 'tokens reserved for pollers now' },
-  { key: 103, name: 'waiters', unit: 'count', writable: false, nullable: false, min: 0, integer: true, description: 'parked readers and pollers now' },
-  { key: 104, name: 'admin-group', unit: 'count', writable: false, nullable: true, min: 0, integer: true, description: 'gid allowed to change settings besides root' },
+  { key: 0, name: 'jobs', unit: 'count', writable: true, nullable: false, min: 1, max: MAX_TOKENS, integer: true, description: 'tokens in the pool' },
+  { key: 1, name: 'min-jobs', unit: 'count', writable: true, nullable: false, min: 0, max: MAX_TOKENS, integer: true, description: 'tokens that may be out whatever the load' },
+  { key: 2, name: 'load-average', unit: 'load', writable: true, nullable: true, min: Number.MIN_VALUE, max: Number.MAX_VALUE, integer: false, description: 'grant only while the 1-minute load average is at most this' },
+  { key: 3, name: 'load-recheck-timeout', unit: 'seconds', writable: true, nullable: false, min: 0.001, max: MAX_TIMEOUT_SECONDS, integer: false, description: 'how often load and memory are rechecked while clients wait' },
+  { key: 4, name: 'min-memory-avail', unit: 'MiB', writable: true, nullable: true, min: 0, max: Number.MAX_VALUE, integer: false, description: 'grant only while MemAvailable is at least this' },
+  { key: 5, name: 'per-process-limit', unit: 'count', writable: true, nullable: true, min: 1, max: MAX_TOKENS, integer: true, description: 'at most this many tokens per process' },
+  { key: 6, name: 'reservation-expiry', unit: 'seconds', writable: true, nullable: false, min: 0.001, max: MAX_TIMEOUT_SECONDS, integer: false, description: 'how long a token stays reserved for a poller' },
+  { key: 100, name: 'tokens', unit: 'count', writable: false, nullable: false, min: 0, max: Number.MAX_VALUE, integer: true, description: 'tokens free now (negative while a lowered pool drains)' },
+  { key: 101, name: 'held', unit: 'count', writable: false, nullable: false, min: 0, max: Number.MAX_VALUE, integer: true, description: 'tokens held now' },
+  { key: 102, name: 'reserved', unit: 'count', writable: false, nullable: false, min: 0, max: Number.MAX_VALUE, integer: true, description: 'tokens reserved for pollers now' },
+  { key: 103, name: 'waiters', unit: 'count', writable: false, nullable: false, min: 0, max: Number.MAX_VALUE, integer: true, description: 'parked readers and pollers now' },
+  { key: 104, name: 'admin-group', unit: 'count', writable: false, nullable: true, min: 0, max: Number.MAX_VALUE, integer: true, description: 'gid allowed to change settings besides root' },
 ]
 
 export function settingByName(name: string): SettingDef | undefined {
@@ -125,6 +135,7 @@ export function validateSetting(def: SettingDef, value: number | null): string |
   if (!Number.isFinite(value)) return `${def.name} must be a number`
   if (def.integer && !Number.isInteger(value)) return `${def.name} must be a whole number`
   if (value < def.min) return `${def.name} must be ${def.min === Number.MIN_VALUE ? '> 0' : `>= ${def.min}`}`
+  if (value > def.max) return `${def.name} must be <= ${def.max}`
   return null
 }
 

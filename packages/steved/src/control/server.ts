@@ -11,7 +11,9 @@ import {
   STATUS_HEADER,
   GROUP_OP_JOIN,
   GROUP_OP_REMOVE,
+  GROUP_NAME_MAX,
   GROUP_SIZE,
+  MAX_TOKENS,
   STEVED_IOC_GET,
   STEVED_IOC_GROUP,
   STEVED_IOC_SET,
@@ -27,11 +29,72 @@ import {
 
 const E = os.constants.errno
 
+/** At most this many status snapshots are kept per uid (a reader more gets ESTALE and starts over). */
+export const STATUS_SNAPSHOTS_PER_UID = 4
+/** And at most this many bytes of them in all, oldest dropped first. */
+export const STATUS_SNAPSHOT_BYTES = 16 * 1024 * 1024
+
+/**
+ * Status documents being read in chunks, one per reading process, so a multi-chunk read sees
+ * one consistent document. Bounded so no user can grow steved's memory by starting reads and
+ * never finishing them: per uid, in bytes overall, and a snapshot goes when its reader exits.
+ */
+export class StatusSnapshots {
+  // Insertion order is age order: a fresh snapshot is (re)inserted at the end.
+  private readonly byPid = new Map<number, { doc: Buffer; uid: number }>()
+  private readonly perUid = new Map<number, number>()
+  private total = 0
+
+  get count(): number {
+    return this.byPid.size
+  }
+
+  get bytes(): number {
+    return this.total
+  }
+
+  get(pid: number): Buffer | undefined {
+    return this.byPid.get(pid)?.doc
+  }
+
+  put(pid: number, uid: number, doc: Buffer): void {
+    this.drop(pid)
+    if ((this.perUid.get(uid) ?? 0) >= STATUS_SNAPSHOTS_PER_UID) {
+      // The uid's oldest read goes. Scanning is bounded: no uid may have more than the cap.
+      for (const [p, e] of this.byPid) {
+        if (e.uid === uid) {
+          this.drop(p)
+          break
+        }
+      }
+    }
+    for (const [p] of this.byPid) {
+      if (this.total + doc.length <= STATUS_SNAPSHOT_BYTES) break
+      this.drop(p)
+    }
+    this.byPid.set(pid, { doc, uid })
+    this.perUid.set(uid, (this.perUid.get(uid) ?? 0) + 1)
+    this.total += doc.length
+  }
+
+  drop(pid: number): void {
+    const e = this.byPid.get(pid)
+    if (!e) return
+    this.byPid.delete(pid)
+    this.total -= e.doc.length
+    const n = this.perUid.get(e.uid)! - 1
+    if (n > 0) this.perUid.set(e.uid, n)
+    else this.perUid.delete(e.uid)
+  }
+}
+
 export interface ControlOptions {
   /** The admin group's gid, or null: only root may change settings. */
   adminGid: () => number | null
   /** The status JSON text, freshly built. */
   statusJson: () => string
+  /** Where snapshots of it are kept while they are read (a fresh store when absent). */
+  snapshots?: StatusSnapshots
   log?: (msg: string) => void
   procRoot?: string
 }
@@ -50,8 +113,8 @@ function groupsOf(pid: number, procRoot: string): number[] {
 
 export function controlHandler(server: TokenServer, opts: ControlOptions): IoctlHandler {
   const procRoot = opts.procRoot ?? '/proc'
-  // Status snapshots per caller, so a multi-chunk read sees one consistent document.
-  const cached = new Map<number, Buffer>()
+  const snapshots = opts.snapshots ?? new StatusSnapshots()
+  server.onExit((pid) => snapshots.drop(pid))
 
   const mayChange = (req: IoctlRequest): boolean => {
     if (req.uid === 0) return true
@@ -102,24 +165,34 @@ export function controlHandler(server: TokenServer, opts: ControlOptions): Ioctl
       }
       case STEVED_IOC_GROUP: {
         if (req.input.length < GROUP_SIZE) return { errno: E.EINVAL }
+        // The name must end with its NUL inside the record: at most GROUP_NAME_MAX bytes.
+        if (req.input.indexOf(0, 24) < 0 || req.input.indexOf(0, 24) > 24 + GROUP_NAME_MAX) return { errno: E.EINVAL }
         const g = decodeGroup(req.input)
-        if (!g.name || (g.limit !== null && !(Number.isInteger(g.limit) && g.limit >= 1))) return { errno: E.EINVAL }
+        if (!g.name || (g.limit !== null && !(Number.isInteger(g.limit) && g.limit >= 1 && g.limit <= MAX_TOKENS))) return { errno: E.EINVAL }
+        // Ownership (docs/control.md): a group belongs to the uid that created it; only that uid
+        // or an admin (root, the admin group) may join trees to it, change its limit or dissolve
+        // it. Users move only their own processes, and never out of a group someone else owns.
+        const admin = mayChange(req)
         if (g.op === GROUP_OP_JOIN) {
-          // A cap only restricts, but nobody may cap someone else's processes: the tree's root
-          // must belong to the caller's uid (or the caller may change settings anyway).
           const owner = uidOf(g.pid, procRoot)
           if (owner === null) return { errno: E.ESRCH }
-          if (owner !== req.uid && !mayChange(req)) return { errno: E.EPERM }
-          server.group(g.name, g.pid, g.limit)
-          opts.log?.(`pid ${req.pid} put the tree of pid ${g.pid} into group ${g.name} (limit ${g.limit ?? 'none'})`)
+          if (!admin) {
+            if (owner !== req.uid) return { errno: E.EPERM }
+            const target = server.pool.groupInfo(g.name)
+            if (target && target.owner !== req.uid) return { errno: E.EPERM }
+            const current = server.pool.groupOfProcess(g.pid)
+            if (current && current.owner !== req.uid) return { errno: E.EPERM }
+          }
+          server.group(g.name, g.pid, g.limit, req.uid)
+          opts.log?.(`pid ${req.pid} (uid ${req.uid}) put the tree of pid ${g.pid} into group ${g.name} (limit ${g.limit ?? 'none'})`)
           return { result: 0 }
         }
         if (g.op === GROUP_OP_REMOVE) {
-          const known = server.snapshot().groups.find((x) => x.name === g.name)
+          const known = server.pool.groupInfo(g.name)
           if (!known) return { errno: E.ENOENT }
-          const owners = known.roots.map((r) => uidOf(r, procRoot))
-          if (!mayChange(req) && owners.some((u) => u !== null && u !== req.uid)) return { errno: E.EPERM }
+          if (!admin && known.owner !== req.uid) return { errno: E.EPERM }
           server.group(g.name, null, null)
+          opts.log?.(`pid ${req.pid} (uid ${req.uid}) dissolved group ${g.name}`)
           return { result: 0 }
         }
         return { errno: E.EINVAL }
@@ -127,14 +200,21 @@ export function controlHandler(server: TokenServer, opts: ControlOptions): Ioctl
       case STEVED_IOC_STATUS: {
         if (req.input.length < 4) return { errno: E.EINVAL }
         const offset = req.input.readUInt32LE(0)
-        if (offset === 0 || !cached.has(req.pid)) cached.set(req.pid, Buffer.from(opts.statusJson(), 'utf8'))
-        const doc = cached.get(req.pid)!
+        let doc = snapshots.get(req.pid)
+        if (offset === 0) {
+          doc = Buffer.from(opts.statusJson(), 'utf8')
+          snapshots.put(req.pid, req.uid, doc)
+        } else if (!doc) {
+          // Dropped (too many reads at once) or never taken: a chunk of a fresh document would
+          // not fit the earlier ones, so the reader must start over.
+          return { errno: E.ESTALE }
+        }
         const chunk = doc.subarray(offset, offset + STATUS_CHUNK_SIZE - STATUS_HEADER)
         const out = Buffer.alloc(STATUS_CHUNK_SIZE)
         out.writeUInt32LE(doc.length, 0)
         out.writeUInt32LE(chunk.length, 4)
         chunk.copy(out, STATUS_HEADER)
-        if (offset + chunk.length >= doc.length) cached.delete(req.pid)
+        if (offset + chunk.length >= doc.length) snapshots.drop(req.pid)
         return { result: 0, data: out }
       }
       default:

@@ -34,6 +34,7 @@ interface Proc {
 interface Group {
   name: string
   limit: number | null
+  owner: number
   roots: Set<number>
 }
 
@@ -167,7 +168,7 @@ export class Pool {
         this.dispatch(input.now, out)
         break
       case 'group-join':
-        this.onGroupJoin(input.name, input.root, input.limit, out)
+        this.onGroupJoin(input.name, input.root, input.limit, input.owner ?? 0, out)
         this.dispatch(input.now, out)
         break
       case 'group-remove': {
@@ -254,13 +255,14 @@ export class Pool {
     this.dispatch(now, out)
   }
 
-  private onGroupJoin(name: string, root: number, limit: number | null, out: Effect[]): void {
+  private onGroupJoin(name: string, root: number, limit: number | null, owner: number, out: Effect[]): void {
     let g = this.groups.get(name)
     if (!g) {
-      g = { name, limit, roots: new Set() }
+      g = { name, limit, owner, roots: new Set() }
       this.groups.set(name, g)
     }
     g.limit = limit
+    g.owner = owner
     const previous = this.groupRoots.get(root)
     if (previous !== undefined && previous !== name) this.groups.get(previous)?.roots.delete(root)
     g.roots.add(root)
@@ -268,6 +270,18 @@ export class Pool {
     // The root must be watched so the group ends with it; known processes may now belong.
     this.proc(root, out)
     for (const p of this.procs.values()) p.group = this.groupOf(p.pid)
+  }
+
+  /** A group by name: its limit and owner (for the control layer's permission checks). */
+  groupInfo(name: string): { name: string; limit: number | null; owner: number } | null {
+    const g = this.groups.get(name)
+    return g ? { name: g.name, limit: g.limit, owner: g.owner } : null
+  }
+
+  /** The group a process belongs to now (known or not), by its nearest registered root. */
+  groupOfProcess(pid: number): { name: string; limit: number | null; owner: number } | null {
+    const name = this.procs.get(pid)?.group ?? this.groupOf(pid)
+    return name === null ? null : this.groupInfo(name)
   }
 
   /** The group of the nearest registered root among a process and its ancestors. */
@@ -453,6 +467,7 @@ export class Pool {
     const groups = [...this.groups.values()].map((g) => ({
       name: g.name,
       limit: g.limit,
+      owner: g.owner,
       roots: [...g.roots],
       members: [...this.procs.values()].filter((p) => p.group === g.name).map((p) => p.pid),
       tokens: this.groupTokens(g.name),

@@ -43,9 +43,11 @@ export type Input =
   /**
    * Put the process tree under `root` into the group `name` (created if new) with at most
    * `limit` tokens held + reserved by all its members together (null: no cap). Processes
-   * already known are re-examined; later ones join when first seen.
+   * already known are re-examined; later ones join when first seen. `owner` is the uid that
+   * created the group or, when an admin joined it, that admin; default 0 (the control layer decides who
+   * may do what; the pool only records it).
    */
-  | { kind: 'group-join'; name: string; root: number; limit: number | null; now: number }
+  | { kind: 'group-join'; name: string; root: number; limit: number | null; owner?: number; now: number }
   /** Dissolve a group: its members become ordinary processes again. */
   | { kind: 'group-remove'; name: string; now: number }
 
@@ -98,6 +100,8 @@ export interface HolderInfo {
 export interface GroupInfo {
   name: string
   limit: number | null
+  /** uid that owns the group: it (or an admin) may change its limit, join trees to it, dissolve it. */
+  owner: number
   /** Registered tree roots still alive. */
   roots: number[]
   /** Known processes in the group. */

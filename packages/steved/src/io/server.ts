@@ -43,6 +43,8 @@ export interface IoctlRequest {
 }
 export type IoctlHandler = (req: IoctlRequest) => { result: number; data?: Buffer } | { errno: number }
 
+const MAX_TIMER_MS = 2 ** 31 - 1
+
 export class TokenServer {
   readonly pool: Pool
   private readonly session: NativeSession
@@ -56,6 +58,7 @@ export class TokenServer {
   private closed = false
   private readyResolve!: () => void
   private goneHandlers: Array<(why: number) => void> = []
+  private readonly exitHandlers: Array<(pid: number) => void> = []
   /** Resolves when the kernel says the file or device is usable. */
   readonly ready: Promise<void>
   ioctlHandler: IoctlHandler | null = null
@@ -70,6 +73,7 @@ export class TokenServer {
     this.watcher = new ProcessWatcher(deps.addon, (pid) => {
       this.threads.forget(pid)
       this.feed({ kind: 'exit', pid, now: this.now() })
+      for (const fn of this.exitHandlers) fn(pid)
     })
     this.session = new deps.addon.Session((kind, id, fh, tid, uid, gid, a, b, data) =>
       this.onRequest(kind, id, fh, tid, uid, gid, a, b, data),
@@ -84,10 +88,15 @@ export class TokenServer {
     this.goneHandlers.push(fn)
   }
 
-  /** Put a process tree into a capped group, or dissolve a group (limit undefined). */
-  group(name: string, root: number | null, limit: number | null): void {
+  /** Put a process tree into a capped group owned by uid `owner`, or dissolve a group (root null). */
+  group(name: string, root: number | null, limit: number | null, owner = 0): void {
     if (root === null) this.feed({ kind: 'group-remove', name, now: this.now() })
-    else this.feed({ kind: 'group-join', name, root, limit, now: this.now() })
+    else this.feed({ kind: 'group-join', name, root, limit, owner, now: this.now() })
+  }
+
+  /** Be told when a watched process exits (after the pool has taken back its tokens). */
+  onExit(fn: (pid: number) => void): void {
+    this.exitHandlers.push(fn)
   }
 
   /** Apply a runtime configuration change (waiters are served at once if it allows). */
@@ -199,10 +208,12 @@ export class TokenServer {
     if (this.timer) clearTimeout(this.timer)
     this.timer = null
     if (at === null || this.closed) return
+    // Node fires a timer longer than 2^31 - 1 ms after 1 ms instead: wake at most that late, and
+    // the tick re-arms for what is left.
     this.timer = setTimeout(() => {
       this.timer = null
       this.feed({ kind: 'tick', now: this.now() })
-    }, Math.max(0, Math.ceil(at - this.now())))
+    }, Math.min(MAX_TIMER_MS, Math.max(0, Math.ceil(at - this.now()))))
   }
 
   /** Stop serving: unmount or unregister, stop watching. Safe to call twice. */

@@ -1,0 +1,51 @@
+// Per-process accounting under pressure (issue 14): steved out of descriptors must not take
+// tokens from live holders. Real steved on a real FUSE mount, real holder processes; needs
+// root and /dev/fuse.
+
+import { spawn, spawnSync } from 'node:child_process'
+import * as fs from 'node:fs'
+import t, { type Test } from 'tap'
+
+import { reportCounters, reportFree, startSteved, waitForReport } from '../../../test/helpers/steved'
+
+const fdCount = (pid: number): number => fs.readdirSync(`/proc/${pid}/fd`).length
+
+/** A process that takes one token and keeps it (same pid) until killed. */
+function holder(t: Test, file: string): Promise<number> {
+  const h = spawn('bash', ['-c', 'exec 3<"$1"; read -r -N1 -u3 x && echo got && exec sleep 600', 'holder', file], { stdio: ['ignore', 'pipe', 'ignore'] })
+  t.teardown(() => h.kill('SIGKILL'))
+  return new Promise((resolve, reject) => {
+    h.stdout!.once('data', () => resolve(h.pid!))
+    h.once('exit', (c) => reject(new Error(`holder exited (${c}) before it got a token`)))
+  })
+}
+
+t.test('out of descriptors, live holders keep their tokens (pidfd_open EMFILE is not an exit)', async (t) => {
+  const N = 70
+  const s = await startSteved(t, { jobs: N, args: ['-v'] })
+  const base = fdCount(s.pid)
+  const limit = base + 20
+  const r = spawnSync('prlimit', ['--pid', String(s.pid), `--nofile=${limit}:${limit}`])
+  t.equal(r.status, 0, `prlimit set steved's descriptor limit to ${limit} (${base} in use)`)
+  const pids: number[] = []
+  for (let i = 0; i < N; i++) pids.push(await holder(t, s.path))
+  t.ok(N > limit - base, `${N} live holders, more than the ${limit - base} descriptors steved has left`)
+  let rep = await s.report()
+  t.equal(reportFree(rep).free, 0, 'every token is out, none came back')
+  t.equal(reportCounters(rep).reclaimed, 0, 'nothing was reclaimed from a live holder')
+  t.match(s.stderr(), /warning: cannot watch pid \d+ with a pidfd \(EMFILE\)/, 'the shortage is logged')
+  // One more reader must wait: the pool is not over-committed.
+  const extra = spawn('bash', ['-c', 'exec 3<"$1"; read -r -N1 -u3 x && echo got', 'extra', s.path], { stdio: ['ignore', 'pipe', 'ignore'] })
+  t.teardown(() => extra.kill('SIGKILL'))
+  let got = false
+  extra.stdout!.on('data', () => (got = true))
+  await new Promise((res) => setTimeout(res, 1500))
+  t.notOk(got, 'a further reader waits (all tokens are held by live processes)')
+  // The holders exit: every token comes back, those watched by polling included.
+  for (const p of pids) process.kill(p, 'SIGKILL')
+  await waitForReport(s, () => got, 'the waiting reader served', 20000)
+  t.ok(got, 'the waiting reader got a token once tokens came back')
+  // It exits holding that token too: N + 1 reclaims, and the pool is whole.
+  rep = await waitForReport(s, (x) => reportFree(x).free === N, 'the pool whole again', 20000)
+  t.equal(reportCounters(rep).reclaimed, N + 1, 'each holder\'s token reclaimed exactly once')
+})
