@@ -1,10 +1,11 @@
 # shellcheck shell=bash
 # steved-jobserver.bashrc: a Portage bashrc module of steved's emerge-shim.
 #
-#  * FEATURES=jobserver-token for any Portage: each package job holds one token of the system
-#    jobserver from its first phase (setup) until its build is over (after the install
-#    checks), so the make inside it runs its implicit job on a slot that is paid for. Portage
-#    >= 3.0.74 does this itself; the shim then takes no second token and says so once.
+#  * What FEATURES=jobserver-token does, for any Portage: each package job holds one token of
+#    the system jobserver from its first phase (setup) until its build is over (after the
+#    install checks), so the make inside it runs its implicit job on a slot that is paid for.
+#    Portage >= 3.0.74 with FEATURES=jobserver-token does this itself; the shim then takes no
+#    second token and says so once.
 #  * JOBSERVER_TOKENS=N (package.env): the job holds N tokens (for builds that run N things
 #    without asking the jobserver).
 #  * JOBSERVER_MAX_JOBS=N (package.env): this build's processes run at most N jobs at once,
@@ -18,8 +19,7 @@
 #
 # Sourcing this file only defines functions named steved_jobserver_*. steved_jobserver_hook
 # does nothing, silently, outside a package's build phases, when MAKEFLAGS names no
-# jobserver, when none of FEATURES=jobserver-token, JOBSERVER_TOKENS and JOBSERVER_MAX_JOBS
-# asks for anything, and when the helper is not installed. It never fails a build: trouble
+# jobserver, and when the helper is not installed. It never fails a build: trouble
 # with the jobserver is an ewarn, and the phase goes on.
 #
 # The helper is the program STEVED_JOBSERVER_HELPER names (default: steved-emerge-shim, found
@@ -44,8 +44,13 @@ steved_jobserver_hook() {
 	if declare -F register_die_hook >/dev/null; then
 		register_die_hook steved_jobserver_die_hook
 	fi
-	[[ -n ${phase} || ${misc} == *" install_qa_check "* ]] || return 0
-	steved_jobserver_run phase --pid "$$"
+	if [[ -n ${phase} ]]; then
+		steved_jobserver_run phase --pid "$$"
+	elif [[ ${misc} == *" install_qa_check "* ]]; then
+		# MISC_FUNCTIONS_ARGS is a shell variable of misc-functions.sh, not exported: the
+		# helper cannot see it, so it is told what this step is.
+		steved_jobserver_run built --pid "$$"
+	fi
 }
 
 # Registered with register_die_hook: the job failed; its token goes back once its processes are gone.
@@ -54,10 +59,9 @@ steved_jobserver_die_hook() {
 	steved_jobserver_run die --pid "$$"
 }
 
-# True when this job asks for something and the helper exists.
+# True when MAKEFLAGS names a jobserver and the helper exists.
 steved_jobserver_wanted() {
 	[[ " ${MAKEFLAGS-} ${CARGO_MAKEFLAGS-} ${MFLAGS-} " == *" --jobserver-auth="* ]] || return 1
-	[[ " ${FEATURES-} " == *" jobserver-token "* || -n ${JOBSERVER_TOKENS-} || -n ${JOBSERVER_MAX_JOBS-} ]] || return 1
 	steved_jobserver_helper >/dev/null
 }
 

@@ -1,5 +1,5 @@
 // The `steved-emerge-shim` command line (bin/steved-emerge-shim.js calls main). The bash
-// module (share/steved-jobserver.bashrc) runs `phase` and `die`; `phase` starts `holder`.
+// module (share/steved-jobserver.bashrc) runs `phase`, `built` and `die`; `phase` starts `holder`.
 //
 // Output of `phase` and `die`: lines "info TEXT" / "warn TEXT" on stdout, for einfo / ewarn.
 // They exit 0 whatever happens to the jobserver: a broken jobserver is a warning, never a
@@ -10,7 +10,7 @@ import { performance } from 'node:perf_hooks'
 import { JobClient } from 'jobclient'
 import { describeError } from './errors'
 import { Holder } from './holder'
-import { dieCommand, phaseCommand, statusCommand, type ShimIo } from './phase'
+import { builtCommand, dieCommand, phaseCommand, statusCommand, type ShimIo } from './phase'
 import { ProcFs } from './procfs'
 import { StevedControl } from './steved-control'
 
@@ -110,6 +110,13 @@ export async function main(argv: string[]): Promise<number> {
     .requiredOption('--pid <pid>', "the phase's ebuild.sh process ($$)", positiveInt)
     .action(async (o: { pid: number }) => {
       status = await guarded((io) => phaseCommand(io, o.pid))
+    })
+  program
+    .command('built')
+    .description('run by the bash module before the post-install checks: the build is over, give its token back once they end')
+    .requiredOption('--pid <pid>', "the misc-functions.sh process ($$)", positiveInt)
+    .action(async (o: { pid: number }) => {
+      status = await guarded((io) => builtCommand(io, o.pid))
     })
   program
     .command('die')

@@ -192,15 +192,7 @@ export async function phaseCommand(io: ShimIo, pid: number): Promise<number> {
   const job = jobOf(io.env)
   const plan = makePlan(parseSettings(io.env), detectPortage(io.env, readFileOrNull), job.pkg)
 
-  if (ctx.kind === 'post-install') {
-    // The build's last step (Portage's own token goes back after it): the holder gives its
-    // tokens back once this process and whatever it runs are gone.
-    const h = await holderSocket(io, job, null, 'post-install')
-    if (!h) return 0
-    const r = await request(h.sock, { v: 1, op: 'end', reason: 'success', pid })
-    if (r.type === 'ending') io.say('info', `jobserver: build done; ${job.pkg}'s token goes back after the install checks`)
-    return 0
-  }
+  if (ctx.kind === 'post-install') return endBuild(io, job, pid)
 
   if (first) for (const n of plan.notes) io.say(n.level, `jobserver: ${n.text}`)
 
@@ -258,6 +250,29 @@ function joinGroup(io: ShimIo, path: string, plan: Plan, pid: number, first: boo
 
 function errnoName(errno: number): string {
   return Object.entries(os.constants.errno).find(([, v]) => v === errno)?.[0] ?? String(errno)
+}
+
+/**
+ * The build's last step, the post-install checks, has started (Portage's own token goes back
+ * after it): the holder gives its tokens back once this process and whatever it runs are gone.
+ */
+async function endBuild(io: ShimIo, job: Job, pid: number): Promise<number> {
+  const h = await holderSocket(io, job, null, 'post-install')
+  if (!h) return 0
+  const r = await request(h.sock, { v: 1, op: 'end', reason: 'success', pid })
+  if (r.type === 'ending') io.say('info', `jobserver: build done; ${job.pkg}'s token goes back after the install checks`)
+  return 0
+}
+
+/**
+ * `steved-emerge-shim built --pid $$`, from the bash module in misc-functions.sh before the
+ * post-install checks. The module says so on the command line: misc-functions.sh keeps its
+ * arguments in MISC_FUNCTIONS_ARGS, a shell variable it does not export, so this process
+ * cannot tell the post-install checks from any other misc-functions.sh run by itself.
+ */
+export async function builtCommand(io: ShimIo, pid: number): Promise<number> {
+  if (!io.env.PORTAGE_BUILDDIR || jobserverPath(io.env) === null) return 0
+  return endBuild(io, jobOf(io.env), pid)
 }
 
 /** `steved-emerge-shim die --pid $$`, from the die hook: the job failed. */

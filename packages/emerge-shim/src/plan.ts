@@ -126,9 +126,9 @@ export function detectPortage(env: Env, readFile: (path: string) => string | nul
   }
   const pym = env.PORTAGE_PYM_PATH
   if (pym) {
-    const init = readFile(`${pym}/portage/__init__.py`)
-    const m = init ? /^\s*VERSION\s*=\s*["']([^"'@]+)["']/m.exec(init) : null
-    if (m) {
+    // The wheels on PyPI assign VERSION = "HEAD" in the git branch first, then the release.
+    const init = readFile(`${pym}/portage/__init__.py`) ?? ''
+    for (const m of init.matchAll(/^\s*VERSION\s*=\s*["']([^"'@]+)["']/gm)) {
       const r = fromVersion(m[1], `${pym}/portage/__init__.py`)
       if (r) return r
     }
@@ -178,7 +178,8 @@ function portageName(p: PortageInfo): string {
  */
 export function makePlan(settings: Settings, portage: PortageInfo, pkg: string): Plan {
   const notes: Note[] = settings.problems.map((text) => ({ level: 'warn' as const, text }))
-  const jobTokens = settings.tokens ?? (settings.featuresToken ? 1 : 0)
+  // Enabling the bash module asks for a token per job; JOBSERVER_TOKENS asks for more.
+  const jobTokens = settings.tokens ?? 1
   const portageTokens = settings.featuresToken && portage.native ? 1 : 0
   const holderTokens = Math.max(0, jobTokens - portageTokens)
   if (portageTokens > 0) {

@@ -62,6 +62,12 @@ t.test('detectPortage: PORTAGE_VERSION, else the installed VERSION literal, else
     ['an old PORTAGE_VERSION', { PORTAGE_VERSION: '3.0.73' }, {}, { version: '3.0.73', native: false, how: 'PORTAGE_VERSION' }],
     ['installed Portage', { PORTAGE_PYM_PATH: pym }, { [`${pym}/portage/__init__.py`]: 'import os\n\nVERSION = "3.0.77"\n' }, { version: '3.0.77', native: true, how: `${pym}/portage/__init__.py` }],
     [
+      'a PyPI wheel: "HEAD" for a source tree first, then the release',
+      { PORTAGE_PYM_PATH: pym },
+      { [`${pym}/portage/__init__.py`]: '        VERSION = "HEAD"\n    VERSION = _LazyVersion()\nelse:\n    VERSION = "3.0.83"\n' },
+      { version: '3.0.83', native: true, how: `${pym}/portage/__init__.py` },
+    ],
+    [
       'PORTAGE_VERSION=HEAD falls through',
       { PORTAGE_VERSION: 'HEAD', PORTAGE_PYM_PATH: pym },
       { [`${pym}/portage/__init__.py`]: "VERSION = '3.0.70'\n" },
@@ -91,10 +97,11 @@ t.test('makePlan: who holds the job tokens, and the group cap L = MAX_JOBS - 1 +
     ['cap 4, native: the token is outside the group', { featuresToken: true, tokens: null, maxJobs: 4 }, native, [1, 1, 0, 3], ['info']],
     ['cap 1 with the holder: exact', { featuresToken: true, tokens: null, maxJobs: 1 }, old, [1, 0, 1, 1], []],
     ['cap 1, native: not expressible', { featuresToken: true, tokens: null, maxJobs: 1 }, native, [1, 1, 0, 1], ['info', 'warn']],
-    ['cap without the feature', { featuresToken: false, tokens: null, maxJobs: 4 }, old, [0, 0, 0, 3], []],
+    ['cap without FEATURES: the shim holds the token all the same', { featuresToken: false, tokens: null, maxJobs: 4 }, old, [1, 0, 1, 4], []],
+    ['native Portage without FEATURES=jobserver-token: the shim holds it', { featuresToken: false, tokens: null, maxJobs: null }, native, [1, 0, 1, null], []],
     ['tokens without the feature', { featuresToken: false, tokens: 3, maxJobs: null }, native, [3, 0, 3, null], []],
     ['2 tokens, cap 3', { featuresToken: true, tokens: 2, maxJobs: 3 }, old, [2, 0, 2, 4], []],
-    ['nothing asked', { featuresToken: false, tokens: null, maxJobs: null }, old, [0, 0, 0, null], []],
+    ['old Portage, no FEATURES: the bashrc hook alone asks for the token', { featuresToken: false, tokens: null, maxJobs: null }, old, [1, 0, 1, null], []],
   ]
   for (const [name, s, p, [jobTokens, portageTokens, holderTokens, groupLimit], levels] of rows) {
     const plan = makePlan({ ...s, problems: [] }, p, 'www-client/chromium-130.0')
