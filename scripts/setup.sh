@@ -63,6 +63,21 @@ if ! cmp -s "$PB" "$VENV/.steved-pytest-bridge" || ! "$VENV/bin/python" -c 'impo
   cp "$PB" "$VENV/.steved-pytest-bridge"
 fi
 
+# --- 3b. real Portage from PyPI, one venv per version ----------------------------
+# The emerge-shim and ebuild tests run real emerge/ebuild: 3.0.73 (no native jobserver-token)
+# and 3.0.83 (native). scripts/requirements-portage-VERSION.txt pins each; the venv is
+# .venv-portage-VERSION, re-made when that file changes.
+for reqs in "$ROOT"/scripts/requirements-portage-*.txt; do
+  ver=$(basename "$reqs" .txt); ver=${ver#requirements-portage-}
+  pv=$ROOT/.venv-portage-$ver
+  if [ ! -x "$pv/bin/emerge" ] || ! cmp -s "$reqs" "$pv/.steved-reqs"; then
+    log "installing Portage $ver into .venv-portage-$ver"
+    [ -x "$pv/bin/python" ] || /usr/bin/python3 -m venv "$pv"
+    "$pv/bin/pip" install -q --disable-pip-version-check -r "$reqs"
+    cp "$reqs" "$pv/.steved-reqs"
+  fi
+done
+
 # --- 4. build ---------------------------------------------------------------
 bash "$ROOT/scripts/build.sh"
 log "ready: make $("$VENV/bin/make" --version | head -1 | awk '{print $3}'), node $(node --version)"
