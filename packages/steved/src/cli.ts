@@ -5,6 +5,7 @@ import { Command, CommanderError, Option } from 'commander'
 import * as os from 'node:os'
 
 import { parseListenAddress, type ListenAddress } from './control/metrics'
+import { MAX_TIMEOUT_SECONDS, MAX_TOKENS } from './control/protocol'
 import { DEFAULT_RESERVATION_EXPIRY_MS, defaultConfig } from './core'
 import { DEFAULT_DEV_NAME, DEFAULT_FUSE_PATH, type DaemonOptions, type Transport } from './daemon'
 import { StevedError } from './errors'
@@ -23,20 +24,32 @@ export interface CliResult {
 const usage = (msg: string): StevedError =>
   new StevedError('ERR_STEVED_USAGE', msg, "see 'steved --help'")
 
-function wholeNumber(flag: string, min: number) {
+function wholeNumber(flag: string, min: number, max: number) {
   return (v: string): number => {
-    if (!/^\d+$/.test(v.trim()) || Number(v) < min) throw usage(`${flag} must be a whole number >= ${min} (got '${v}')`)
-    return Number(v)
+    const t = v.trim()
+    if (!/^\d+$/.test(t) || Number(t) < min || Number(t) > max) throw usage(`${flag} must be a whole number from ${min} to ${max} (got '${v}')`)
+    return Number(t)
   }
 }
 
-function positiveNumber(flag: string, allowZero: boolean) {
+/** Plain decimal only: Number() would also take 0x10, 1e3, Infinity and ' '. */
+function positiveNumber(flag: string, allowZero: boolean, max = Number.MAX_VALUE) {
   return (v: string): number => {
-    const n = Number(v)
-    if (v.trim() === '' || !Number.isFinite(n) || n < 0 || (!allowZero && n === 0)) {
-      throw usage(`${flag} must be a number ${allowZero ? '>= 0' : '> 0'} (got '${v}')`)
+    const t = v.trim()
+    const n = Number(t)
+    if (!/^(\d+\.?\d*|\.\d+)$/.test(t) || n < 0 || (!allowZero && n === 0) || n > max) {
+      const range = `${allowZero ? '>= 0' : '> 0'}${max === Number.MAX_VALUE ? '' : ` and <= ${max}`}`
+      throw usage(`${flag} must be a decimal number ${range} (got '${v}')`)
     }
     return n
+  }
+}
+
+/** Names of users and groups: an empty one would silently mean uid/gid 0 or nothing. */
+function nonEmpty(flag: string) {
+  return (v: string): string => {
+    if (v.trim() === '') throw usage(`${flag} must name a group or user (got an empty string)`)
+    return v
   }
 }
 
@@ -59,20 +72,20 @@ export function buildCommand(): Command {
     )
     .version(VERSION_STRING, '--version', 'print the version and exit')
     .helpOption('-h, --help', 'show this help and exit')
-    .addOption(new Option('-j, --jobs <n>', 'tokens in the pool').argParser(wholeNumber('-j/--jobs', 1)).default(cpus, `online CPUs, ${cpus} here`))
+    .addOption(new Option('-j, --jobs <n>', 'tokens in the pool').argParser(wholeNumber('-j/--jobs', 1, MAX_TOKENS)).default(cpus, `online CPUs, ${cpus} here`))
     .addOption(new Option('-l, --load-average <load>', 'hand out tokens only while the 1-minute load average is at most this').argParser(positiveNumber('-l/--load-average', false)))
-    .addOption(new Option('-m, --min-jobs <n>', 'tokens that may be out whatever the load').argParser(wholeNumber('-m/--min-jobs', 0)).default(1))
-    .addOption(new Option('-r, --load-recheck-timeout <seconds>', 'how often load and memory are rechecked while clients wait').argParser(positiveNumber('-r/--load-recheck-timeout', false)).default(0.5))
+    .addOption(new Option('-m, --min-jobs <n>', 'tokens that may be out whatever the load').argParser(wholeNumber('-m/--min-jobs', 0, MAX_TOKENS)).default(1))
+    .addOption(new Option('-r, --load-recheck-timeout <seconds>', 'how often load and memory are rechecked while clients wait (at most 86400)').argParser(positiveNumber('-r/--load-recheck-timeout', false, MAX_TIMEOUT_SECONDS)).default(0.5))
     .addOption(new Option('-a, --min-memory-avail <MiB>', 'hand out tokens only while MemAvailable is at least this').argParser(positiveNumber('-a/--min-memory-avail', true)))
-    .addOption(new Option('-p, --per-process-limit <n>', 'at most this many tokens per process').argParser(wholeNumber('-p/--per-process-limit', 1)))
-    .addOption(new Option('--reservation-expiry <seconds>', 'how long a token stays reserved for a poller that was told it may read').argParser(positiveNumber('--reservation-expiry', false)).default(DEFAULT_RESERVATION_EXPIRY_MS / 1000))
+    .addOption(new Option('-p, --per-process-limit <n>', 'at most this many tokens per process').argParser(wholeNumber('-p/--per-process-limit', 1, MAX_TOKENS)))
+    .addOption(new Option('--reservation-expiry <seconds>', 'how long a token stays reserved for a poller that was told it may read (at most 86400)').argParser(positiveNumber('--reservation-expiry', false, MAX_TIMEOUT_SECONDS)).default(DEFAULT_RESERVATION_EXPIRY_MS / 1000))
     .addOption(new Option('--transport <kind>', 'cuse: a character device; fuse: a FUSE-mounted file; auto: cuse if /dev/cuse exists').choices(['auto', 'fuse', 'cuse']).default('auto'))
     .addOption(new Option('--dev-name <name>', 'CUSE device name: /dev/<name>').default(DEFAULT_DEV_NAME))
     .addOption(new Option('--path <file>', 'the regular file the FUSE transport mounts over').default(DEFAULT_FUSE_PATH))
     .addOption(new Option('--mode <octal>', 'permission bits of the file or device').argParser(octalMode).default(0o666, '0666'))
-    .addOption(new Option('--group <group>', 'group owning the file or device (e.g. jobserver, with --mode 0660)'))
-    .addOption(new Option('-u, --user <user>', 'drop to this user once the file or device is set up'))
-    .addOption(new Option('--admin-group <group>', 'members of this group may change settings at runtime (stevectl --set-*); root always may'))
+    .addOption(new Option('--group <group>', 'group owning the file or device (e.g. jobserver, with --mode 0660)').argParser(nonEmpty('--group')))
+    .addOption(new Option('-u, --user <user>', 'drop to this user once the file or device is set up').argParser(nonEmpty('-u/--user')))
+    .addOption(new Option('--admin-group <group>', 'members of this group may change settings at runtime (stevectl --set-*); root always may').argParser(nonEmpty('--admin-group')))
     .addOption(new Option('--config <file>', 'TOML file with these options under their long names; flags override it; SIGHUP re-reads it').default('/etc/steved.toml', '/etc/steved.toml if present'))
     .addOption(new Option('-v, --verbose', 'log start-up, process exits and reclaimed tokens'))
     .addOption(new Option('-d, --debug', 'log every request'))

@@ -8,6 +8,8 @@ import * as TOML from '@iarna/toml'
 import { StevedError } from './errors'
 
 export const DEFAULT_CONFIG_PATH = '/etc/steved.toml'
+/** A real configuration is well under 1 KiB; a bigger file is a mistake, and parsing it would stall token traffic. */
+export const CONFIG_MAX_BYTES = 64 * 1024
 
 /** Keys the file may hold and the type of value each takes. */
 const KEYS: Record<string, 'number' | 'string' | 'boolean' | 'mode'> = {
@@ -57,9 +59,12 @@ export function configToArgv(text: string, file: string): LoadedConfig {
       warnings.push(`${file}: unknown key '${key}' ignored`)
       continue
     }
-    const bad = (want: string) => new StevedError('ERR_STEVED_USAGE', `${file}: '${key}' must be ${want} (got ${JSON.stringify(value)})`, 'fix the file')
+    const bad = (want: string) =>
+      new StevedError('ERR_STEVED_USAGE', `${file}${keyPosition(text, key)}: '${key}' must be ${want} (got ${describe(value)})`, 'fix the file')
     switch (kind) {
       case 'number':
+        // The TOML parser returns integers beyond 2^53 as BigInt (wrapped beyond 2^63).
+        if (typeof value === 'bigint') throw bad(`at most ${Number.MAX_SAFE_INTEGER}`)
         if (typeof value !== 'number') throw bad('a number')
         argv.push(`--${key}=${value}`)
         break
@@ -82,6 +87,29 @@ export function configToArgv(text: string, file: string): LoadedConfig {
   return { path: file, argv, warnings }
 }
 
+/** What a TOML value looks like in a message (JSON.stringify cannot take a BigInt). */
+function describe(value: unknown): string {
+  if (typeof value === 'bigint') return 'an integer too large to be exact'
+  try {
+    return JSON.stringify(value) ?? String(value)
+  } catch {
+    return String(value)
+  }
+}
+
+/** ':line:column' of the value of a top-level key, for messages about values the parser accepted. */
+function keyPosition(text: string, key: string): string {
+  const lines = text.split('\n')
+  // Keys are letters and dashes (KEYS), nothing a regular expression would misread.
+  const re = new RegExp(`^(\\s*(?:${key}|"${key}"|'${key}')\\s*=\\s*)`)
+  for (let i = 0; i < lines.length; i++) {
+    if (/^\s*\[/.test(lines[i])) break // a table starts: top-level keys are above it
+    const m = re.exec(lines[i])
+    if (m) return `:${i + 1}:${m[1].length + 1}`
+  }
+  return ''
+}
+
 /** Where --config points on the command line, if anywhere. */
 export function configPathFromArgv(argv: string[]): string | null {
   for (let i = 0; i < argv.length; i++) {
@@ -92,19 +120,66 @@ export function configPathFromArgv(argv: string[]): string | null {
   return null
 }
 
+function refuse(file: string, why: string): StevedError {
+  return new StevedError('ERR_STEVED_USAGE', `cannot read the configuration ${file}: ${why}`, 'check --config')
+}
+
+function checkStat(file: string, st: fs.Stats): void {
+  if (!st.isFile()) throw refuse(file, 'not a regular file')
+  if (st.size > CONFIG_MAX_BYTES) throw refuse(file, `larger than ${CONFIG_MAX_BYTES} bytes`)
+}
+
+// The file is opened with O_NONBLOCK so a FIFO at the path cannot hang us, and only a regular
+// file of at most CONFIG_MAX_BYTES is read.
+const OPEN_FLAGS = fs.constants.O_RDONLY | fs.constants.O_NONBLOCK | fs.constants.O_NOCTTY
+
 /**
  * Read the configuration: the file --config names (which must exist), else /etc/steved.toml
- * when present, else nothing.
+ * when present, else nothing. Synchronous: for start-up, before anything is served.
  */
 export function loadConfig(argv: string[], defaultPath = DEFAULT_CONFIG_PATH): LoadedConfig | null {
   const explicit = configPathFromArgv(argv)
   const file = explicit ?? defaultPath
   let text: string
+  let fd: number | null = null
   try {
-    text = fs.readFileSync(file, 'utf8')
+    fd = fs.openSync(file, OPEN_FLAGS)
+    checkStat(file, fs.fstatSync(fd))
+    const buf = Buffer.alloc(CONFIG_MAX_BYTES + 1)
+    let n = 0
+    for (let r; n < buf.length && (r = fs.readSync(fd, buf, n, buf.length - n, null)) > 0; ) n += r
+    if (n > CONFIG_MAX_BYTES) throw refuse(file, `larger than ${CONFIG_MAX_BYTES} bytes`)
+    text = buf.subarray(0, n).toString('utf8')
   } catch (e) {
+    if (e instanceof StevedError) throw e
     if (explicit === null && (e as NodeJS.ErrnoException).code === 'ENOENT') return null
-    throw new StevedError('ERR_STEVED_USAGE', `cannot read the configuration ${file}: ${(e as NodeJS.ErrnoException).code ?? e}`, 'check --config')
+    throw refuse(file, String((e as NodeJS.ErrnoException).code ?? e))
+  } finally {
+    if (fd !== null) fs.closeSync(fd)
+  }
+  return configToArgv(text, file)
+}
+
+/** loadConfig for a running daemon (SIGHUP): the same checks, without blocking the event loop. */
+export async function loadConfigAsync(argv: string[], defaultPath = DEFAULT_CONFIG_PATH): Promise<LoadedConfig | null> {
+  const explicit = configPathFromArgv(argv)
+  const file = explicit ?? defaultPath
+  let text: string
+  let fh: fs.promises.FileHandle | null = null
+  try {
+    fh = await fs.promises.open(file, OPEN_FLAGS)
+    checkStat(file, await fh.stat())
+    const buf = Buffer.alloc(CONFIG_MAX_BYTES + 1)
+    let n = 0
+    for (let r; n < buf.length && (r = (await fh.read(buf, n, buf.length - n, null)).bytesRead) > 0; ) n += r
+    if (n > CONFIG_MAX_BYTES) throw refuse(file, `larger than ${CONFIG_MAX_BYTES} bytes`)
+    text = buf.subarray(0, n).toString('utf8')
+  } catch (e) {
+    if (e instanceof StevedError) throw e
+    if (explicit === null && (e as NodeJS.ErrnoException).code === 'ENOENT') return null
+    throw refuse(file, String((e as NodeJS.ErrnoException).code ?? e))
+  } finally {
+    await fh?.close()
   }
   return configToArgv(text, file)
 }

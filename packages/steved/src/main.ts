@@ -2,7 +2,7 @@
 // a signal. SIGHUP re-reads the configuration and applies it live.
 
 import { parseArgs, VERSION } from './cli'
-import { loadConfig } from './config'
+import { loadConfig, loadConfigAsync } from './config'
 import { isLoopback, startMetricsServer, type MetricsServer } from './control/metrics'
 import { createDaemon, type Daemon } from './daemon'
 import { StevedError } from './errors'
@@ -62,18 +62,37 @@ export async function main(argv: string[]): Promise<number> {
   process.on('SIGTERM', stop)
   process.on('SIGINT', stop)
   process.on('SIGUSR1', () => quietWrite(process.stderr, daemon.report() + '\n'))
-  process.on('SIGHUP', () => {
+  // SIGHUP reads the file without blocking token traffic; a signal that comes while a reload
+  // is under way runs one more reload after it, so the last write to the file always counts.
+  let reloading: Promise<void> | null = null
+  let again = false
+  const reload = async (): Promise<void> => {
     try {
-      const next = load()
-      for (const w of configWarnings) log('warn', w)
+      const cfg = await loadConfigAsync(argv)
+      const next = parseArgs([...(cfg?.argv ?? []), ...argv])
+      for (const w of cfg?.warnings ?? []) log('warn', w)
       if (next === null) return
-      const restart = daemon.reconfigure(next.options)
+      const { restart, kept } = daemon.reconfigure(next.options)
+      for (const k of kept) log('warn', `${k.name} stays ${k.value ?? 'none'} as set at runtime (the configuration says ${k.file ?? 'none'} and did not change)`)
       if (restart.length) log('warn', `changes to ${restart.join(', ')} take effect after a restart`)
       quietWrite(process.stderr, 'steved: configuration reloaded\n')
     } catch (e) {
       const msg = e instanceof StevedError ? `${e.message}${e.hint ? ` (${e.hint})` : ''}` : String(e)
       quietWrite(process.stderr, `steved: configuration rejected, settings unchanged: ${msg}\n`)
     }
+  }
+  process.on('SIGHUP', () => {
+    if (reloading) {
+      again = true
+      return
+    }
+    reloading = (async () => {
+      do {
+        again = false
+        await reload()
+      } while (again)
+      reloading = null
+    })()
   })
 
   // Bound before the jobserver is served, so a taken port fails with nothing mounted.

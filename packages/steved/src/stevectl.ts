@@ -18,8 +18,10 @@ import {
   SETTINGS,
   STATUS_CHUNK_SIZE,
   STATUS_HEADER,
+  GROUP_NAME_MAX,
   GROUP_OP_JOIN,
   GROUP_OP_REMOVE,
+  MAX_TOKENS,
   STEVED_IOC_GET,
   STEVED_IOC_GROUP,
   STEVED_IOC_SET,
@@ -165,7 +167,9 @@ export class Control {
       fn()
     } catch (e) {
       const errno = (e as { errno?: number }).errno
-      if (errno === -E.EPERM) throw new CtlError(`not allowed to ${what}: the processes belong to another user`, 1)
+      if (errno === -E.EPERM) {
+        throw new CtlError(`not allowed to ${what}: the processes or the group belong to another user (a group's creator, root or the admin group may change it)`, 1)
+      }
       if (errno === -E.ESRCH) throw new CtlError(`cannot ${what}: no such process`, 1)
       if (errno === -E.ENOENT) throw new CtlError(`cannot ${what}: no such group`, 1)
       throw e
@@ -173,6 +177,17 @@ export class Control {
   }
 
   status(): Status {
+    // ESTALE: steved dropped our snapshot mid-read (many readers at once); start over.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return this.statusOnce()
+      } catch (e) {
+        if ((e as { errno?: number }).errno !== -E.ESTALE || attempt >= 5) throw e
+      }
+    }
+  }
+
+  private statusOnce(): Status {
     let offset = 0
     let total = -1
     const parts: Buffer[] = []
@@ -371,11 +386,12 @@ export async function stevectl(argv: string[], write: (s: string) => void = (s) 
   }
   if (rest[0] === 'group') {
     const [, op, name, pidArg, limitArg] = rest
+    if (name && Buffer.byteLength(name) > GROUP_NAME_MAX) throw new CtlError(`group ${op}: NAME is at most ${GROUP_NAME_MAX} bytes (got ${Buffer.byteLength(name)})`, 2)
     const ctl = new Control(findDevice(device))
     try {
       if (op === 'join' && name && pidArg && /^\d+$/.test(pidArg) && rest.length <= 5) {
         const limit = limitArg === undefined || limitArg === 'none' ? null : Number(limitArg)
-        if (limit !== null && !(Number.isInteger(limit) && limit >= 1)) throw new CtlError(`group join: LIMIT must be a whole number >= 1 or "none" (got '${limitArg}')`, 2)
+        if (limit !== null && !(Number.isInteger(limit) && limit >= 1 && limit <= MAX_TOKENS)) throw new CtlError(`group join: LIMIT must be a whole number from 1 to ${MAX_TOKENS} or "none" (got '${limitArg}')`, 2)
         ctl.groupJoin(name, Number(pidArg), limit)
         return 0
       }
