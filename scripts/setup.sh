@@ -78,6 +78,16 @@ for reqs in "$ROOT"/scripts/requirements-portage-*.txt; do
   fi
 done
 
+# --- 3c. pkgcheck for the Gentoo overlay's QA scan (test/ebuilds) -------------------
+PC=$ROOT/.venv-pkgcheck
+PC_REQS=$ROOT/scripts/requirements-pkgcheck.txt
+if [ ! -x "$PC/bin/pkgcheck" ] || ! cmp -s "$PC_REQS" "$PC/.steved-reqs"; then
+  log "installing pkgcheck into .venv-pkgcheck"
+  [ -x "$PC/bin/python" ] || /usr/bin/python3 -m venv "$PC"
+  "$PC/bin/pip" install -q --disable-pip-version-check -r "$PC_REQS"
+  cp "$PC_REQS" "$PC/.steved-reqs"
+fi
+
 # --- 4. build ---------------------------------------------------------------
 bash "$ROOT/scripts/build.sh"
 log "ready: make $("$VENV/bin/make" --version | head -1 | awk '{print $3}'), node $(node --version)"

@@ -15,6 +15,10 @@
 #  release  a git clone of this repository, its scripts/release.sh --offline with no network
 #           (unshare -n): checksums, Manifest, artefact names = the release ebuild's SRC_URI,
 #           node_modules tarball = the production closure without compiled addons
+#  pkgcheck pkgcheck scan (pinned, .venv-pkgcheck) of this checkout's overlay and of the clone's
+#           after release.sh wrote its Manifest, against a stub ::gentoo (pkgcheck-overlay.sh
+#           says which checks that leaves out): no error-level result; the same scan must
+#           report MissingManifest (an error) for an overlay without its Manifest
 #  ebuild   the release ebuild's phases run by mock-portage.sh from those artefacts with no
 #           network (node-gyp against /usr/include/node), the same checks on its image,
 #           USE=portage, pkg_postinst's messages with and without make.conf set up
@@ -22,8 +26,8 @@
 #           builds in the background; its image has the same files, byte for byte but for the
 #           addons, as the release ebuild's
 #
-# Needs root, /dev/fuse, shellcheck, systemd-analyze, unshare, python3 and the npm cache that
-# scripts/setup.sh's npm ci fills. Every steved it starts is stopped and unmounted on exit.
+# Needs root, /dev/fuse, shellcheck, systemd-analyze, unshare, python3, and the npm cache and
+# .venv-pkgcheck that scripts/setup.sh fills. Every steved it starts is stopped and unmounted on exit.
 # Ends with "N passed, N failed"; exits 1 on any failure.
 # Inline scripts get their values as arguments, so their $1 stays unexpanded on purpose.
 # shellcheck disable=SC2016
@@ -111,7 +115,7 @@ if [ -n "$hooks" ]; then
 else
   echo "skip - the emerge shim's bashrc module: no packages/emerge-shim/share in this tree"
 fi
-for f in scripts/install.sh scripts/release.sh scripts/build-addons.sh "$MOCK" "$HERE/run-suite.sh"; do
+for f in scripts/install.sh scripts/release.sh scripts/build-addons.sh "$MOCK" "$HERE/run-suite.sh" "$HERE/pkgcheck-overlay.sh"; do
   t "shellcheck ${f#"$ROOT"/}" shellcheck "$f"
 done
 # The options above must not hide real mistakes: an unquoted path is still reported.
@@ -394,6 +398,30 @@ t "Manifest: each artefact with its size, BLAKE2B and SHA512" manifest_matches "
 t "the artefacts are what steved-$VERSION.ebuild's SRC_URI fetches" src_uri_is_release "$RELEASE_EBUILD" "$DIST"
 t "the node_modules tarball is the production closure, without compiled addons" modules_tarball_exact "$DIST" "$CLONE"
 t "the source tarball is the commit's files plus the compiled packages/*/dist" source_tarball_exact "$DIST" "$CLONE"
+
+# ============================================================================================
+section "pkgcheck: the overlay against a stub ::gentoo"
+PKGCHECK=$ROOT/.venv-pkgcheck/bin/pkgcheck
+overlay_manifest_is_release() { # CLONE DIST: release.sh wrote the package's Manifest = its DIST lines
+  local m=$1/ebuilds/dev-build/steved/Manifest
+  cat "$m"
+  [ -s "$m" ] && [ "$(LC_ALL=C sort "$m")" = "$(LC_ALL=C sort "$2/Manifest")" ]
+}
+scan_clean() { # OVERLAY
+  bash "$HERE/pkgcheck-overlay.sh" "$1" "$PKGCHECK"
+}
+scan_catches_missing_manifest() { # OVERLAY: the same scan without Manifests fails, naming them
+  local copy=$TMP/overlay-no-manifest rc=0
+  rm -rf "$copy"; cp -a "$1" "$copy" && find "$copy" -name Manifest -delete
+  bash "$HERE/pkgcheck-overlay.sh" "$copy" "$PKGCHECK" >"$TMP/nomf.out" 2>&1 || rc=$?
+  cat "$TMP/nomf.out"
+  [ "$rc" = 1 ] && grep -q 'MissingManifest: version '"$VERSION"'' "$TMP/nomf.out"
+}
+t "release.sh wrote the clone's ebuilds/dev-build/steved/Manifest: the DIST lines of its tarballs" \
+  overlay_manifest_is_release "$CLONE" "$DIST"
+t "pkgcheck scan of the clone's overlay with that Manifest: no error-level result" scan_clean "$CLONE/ebuilds"
+t "pkgcheck scan of this checkout's overlay: no error-level result" scan_clean "$ROOT/ebuilds"
+t "pkgcheck scan of the overlay without its Manifest: MissingManifest, an error" scan_catches_missing_manifest "$CLONE/ebuilds"
 
 # ============================================================================================
 section "ebuild: dev-build/steved-$VERSION from the release artefacts (mock Portage, no network)"

@@ -8,14 +8,14 @@ PYTHON_COMPAT=( python3_{11..14} )
 inherit linux-info python-any-r1 systemd toolchain-funcs udev
 
 DESCRIPTION="System-wide GNU make jobserver with per-process token accounting"
-# Where the project and its releases live: the one place to change (ebuilds/README.md).
-STEVED_HOME="https://github.com/steved-jobserver/steved"
-STEVED_RELEASE_BASE_URI="${STEVED_HOME}/releases/download"
-HOMEPAGE="${STEVED_HOME}"
+HOMEPAGE="https://github.com/steved-jobserver/steved"
+# Where the release tarballs (scripts/release.sh) are published: the one place to
+# change for another host (ebuilds/README.md).
+STEVED_RELEASE_BASE_URI="https://github.com/steved-jobserver/steved/releases/download"
 
 if [[ ${PV} == 9999 ]]; then
 	inherit git-r3
-	EGIT_REPO_URI="${STEVED_HOME}.git"
+	EGIT_REPO_URI="https://github.com/steved-jobserver/steved.git"
 else
 	# Made by scripts/release.sh: the source with its JavaScript compiled, and the
 	# production node_modules (src_* have no network to run npm).

@@ -9,15 +9,15 @@ PYTHON_COMPAT=( python3_{11..14} )
 inherit distutils-r1
 
 DESCRIPTION="pytest plugin (-p jobserver): each pytest-xdist test holds a jobserver token"
-# Where the project and its releases live: as in dev-build/steved (ebuilds/README.md).
-STEVED_HOME="https://github.com/steved-jobserver/steved"
-STEVED_RELEASE_BASE_URI="${STEVED_HOME}/releases/download"
-HOMEPAGE="${STEVED_HOME}"
+HOMEPAGE="https://github.com/steved-jobserver/steved"
+# Where the release tarballs (scripts/release.sh) are published: the one place to
+# change for another host (ebuilds/README.md).
+STEVED_RELEASE_BASE_URI="https://github.com/steved-jobserver/steved/releases/download"
 
 # The plugin lives in the steved repository and release tarball.
 if [[ ${PV} == 9999 ]]; then
 	inherit git-r3
-	EGIT_REPO_URI="${STEVED_HOME}.git"
+	EGIT_REPO_URI="https://github.com/steved-jobserver/steved.git"
 	S=${WORKDIR}/${P}/packages/pytest-bridge
 else
 	SRC_URI="${STEVED_RELEASE_BASE_URI}/v${PV}/steved-${PV}.tar.xz"
