@@ -420,6 +420,14 @@ scan_catches_missing_manifest() { # OVERLAY: the same scan without Manifests fai
 t "release.sh wrote the clone's ebuilds/dev-build/steved/Manifest: the DIST lines of its tarballs" \
   overlay_manifest_is_release "$CLONE" "$DIST"
 t "pkgcheck scan of the clone's overlay with that Manifest: no error-level result" scan_clean "$CLONE/ebuilds"
+same_release_after_manifest_commit() { # the committed Manifest still matches: no tarball changed
+  git -C "$CLONE" add ebuilds &&
+    git -C "$CLONE" -c user.name=release-test -c user.email=release-test@localhost commit -qm "Manifest" || return 1
+  unshare -n bash "$CLONE/scripts/release.sh" --offline --no-overlay --out "$TMP/distfiles2" >"$TMP/release2.log" 2>&1 ||
+    { cat "$TMP/release2.log"; return 1; }
+  cmp "$DIST/Manifest" "$TMP/distfiles2/Manifest" && cmp "$DIST/SHA256SUMS" "$TMP/distfiles2/SHA256SUMS"
+}
+t "release.sh of the commit that adds that Manifest makes the same tarballs, byte for byte" same_release_after_manifest_commit
 t "pkgcheck scan of this checkout's overlay: no error-level result" scan_clean "$ROOT/ebuilds"
 t "pkgcheck scan of the overlay without its Manifest: MissingManifest, an error" scan_catches_missing_manifest "$CLONE/ebuilds"
 
