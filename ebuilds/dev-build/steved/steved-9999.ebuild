@@ -27,7 +27,7 @@ else
 fi
 
 # steved, stevectl, jobclient: GPL-2+; in node_modules: @iarna/toml (ISC),
-# commander and node-addon-api (MIT)
+# commander, node-addon-api and node-gyp-build (MIT)
 LICENSE="GPL-2+ ISC MIT"
 SLOT="0"
 IUSE="portage"
