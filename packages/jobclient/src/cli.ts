@@ -67,12 +67,13 @@ export function createProgram(io: CliIo, exit: (status: number) => void): Comman
     .description('Take GNU make jobserver tokens for commands and scripts (steved, make, any fifo: jobserver).')
     .version(packageVersion(), '-V, --version')
     .enablePositionalOptions()
-    .showSuggestionAfterError(false)
+    .showSuggestionAfterError(true)
     .configureOutput({
       writeOut: (s) => io.stdout.write(s),
       writeErr: (s) => io.stderr.write(s),
       // One line: "jobclient: error: unknown option '--x' (see 'jobclient --help')".
-      outputError: (s, write) => write(`jobclient: ${s.trim().replace(/\s*\n\s*/g, ' ')} (see 'jobclient --help')\n`),
+      outputError: (s, write) =>
+        write(`jobclient: ${s.trim().replace(/\s*\n\s*\(Did you mean (.*)\?\)/, '; did you mean $1?').replace(/\s*\n\s*/g, ' ')} (see 'jobclient --help')\n`),
     })
     .exitOverride()
 

@@ -70,7 +70,7 @@ export function buildCommand(): Command {
         'SIGUSR1 prints holders, waiters and reservations to stderr; SIGHUP re-reads the configuration;\n' +
         'SIGTERM/SIGINT stop cleanly. `stevectl` reads and changes settings while it runs.',
     )
-    .version(VERSION_STRING, '--version', 'print the version and exit')
+    .version(VERSION_STRING, '-V, --version', 'print the version and exit')
     .helpOption('-h, --help', 'show this help and exit')
     .addOption(new Option('-j, --jobs <n>', 'tokens in the pool').argParser(wholeNumber('-j/--jobs', 1, MAX_TOKENS)).default(cpus, `online CPUs, ${cpus} here`))
     .addOption(new Option('-l, --load-average <load>', 'hand out tokens only while the 1-minute load average is at most this').argParser(positiveNumber('-l/--load-average', false)))
@@ -117,7 +117,8 @@ export function parseArgs(argv: string[], write: (s: string) => void = (s) => pr
     if (e instanceof StevedError) throw e
     if (e instanceof CommanderError) {
       if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return null
-      throw usage(e.message.replace(/^error: /, ''))
+      // commander puts "(Did you mean --jobs?)" on a line of its own; steved's errors are one line.
+      throw usage(e.message.replace(/^error: /, '').replace(/\s*\n\s*\(Did you mean (.*)\?\)/, '; did you mean $1?'))
     }
     throw e
   }

@@ -80,7 +80,10 @@ Options:
   --device PATH     the jobserver (default: MAKEFLAGS' fifo: path, else /dev/steve, else
                     /run/steved/jobserver)
   -h, --help        this help
-  --version         print the version
+  -t                the same as --get-tokens (stevie's short option)
+  -V, --version     print the version
+
+Also installed as 'stevie' (steve's name for it): stevie CMD, stevie --get-jobs.
 
 Exit codes: 0 ok; 1 steved not running or refused (EPERM); 2 bad usage.`
 
@@ -349,22 +352,60 @@ function parseValue(name: string, v: string | undefined): number | null {
   return n
 }
 
+const COMMANDS = ['status', 'top', 'group', 'metrics']
+const OPTIONS = ['--device', '--help', '--version', ...SETTINGS.map((x) => `--get-${x.name}`), ...SETTINGS.filter((x) => x.writable).map((x) => `--set-${x.name}`)]
+
+/** Levenshtein distance, for "did you mean" on short words. */
+export function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i]
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1))
+    prev = cur
+  }
+  return prev[b.length]
+}
+
+/** "; did you mean 'X'?" for the closest candidate within two edits, else ''. */
+export function didYouMean(word: string, candidates: readonly string[]): string {
+  let best: string | null = null
+  let bestD = 3
+  for (const c of candidates) {
+    const d = editDistance(word, c)
+    if (d < bestD) [best, bestD] = [c, d]
+  }
+  return best === null ? '' : `; did you mean '${best}'?`
+}
+
+function onPath(cmd: string, env: NodeJS.ProcessEnv = process.env): boolean {
+  for (const dir of (env.PATH ?? '').split(':')) {
+    try {
+      fs.accessSync(path.join(dir || '.', cmd), fs.constants.X_OK)
+      return true
+    } catch {
+      /* not here */
+    }
+  }
+  return false
+}
+
 /** Run the CLI; returns the exit code. Output goes through `write`. */
-export async function stevectl(argv: string[], write: (s: string) => void = (s) => process.stdout.write(s)): Promise<number> {
+export async function stevectl(argv: string[], write: (s: string) => void = (s) => process.stdout.write(s), prog = 'stevectl'): Promise<number> {
   let device: string | undefined
   const ops: Array<{ op: 'get' | 'set'; name: string; value?: number | null }> = []
   let i = 0
   for (; i < argv.length; i++) {
     const a = argv[i]
     if (a === '-h' || a === '--help') {
-      write(HELP + '\n')
+      write((prog === 'stevectl' ? HELP : HELP.replace(/\bstevectl\b/g, prog)) + '\n')
       return 0
     }
-    if (a === '--version') {
+    if (a === '--version' || a === '-V') {
       write(`${VERSION}\n`)
       return 0
     }
     if (a === '--device') device = argv[++i]
+    else if (a === '-t') ops.push({ op: 'get', name: 'tokens' }) // stevie's short --get-tokens
     else if (a.startsWith('--device=')) device = a.slice(9)
     else if (a.startsWith('--get-')) ops.push({ op: 'get', name: a.slice(6) })
     else if (a.startsWith('--set-')) {
@@ -374,14 +415,21 @@ export async function stevectl(argv: string[], write: (s: string) => void = (s) 
     } else if (a === '--') {
       i++
       break
-    } else if (a.startsWith('-')) throw new CtlError(`unknown option '${a}' (see stevectl --help)`, 2)
+    } else if (a.startsWith('-')) throw new CtlError(`unknown option '${a}'${didYouMean(a.split('=')[0], OPTIONS)} (see ${prog} --help)`, 2)
     else break
   }
-  for (const o of ops) if (!settingByName(o.name)) throw new CtlError(`unknown setting '${o.name}' (see stevectl --help)`, 2)
+  for (const o of ops) {
+    if (!settingByName(o.name)) throw new CtlError(`unknown setting '${o.name}'${didYouMean(o.name, SETTINGS.map((x) => x.name))} (see ${prog} --help)`, 2)
+  }
   const rest = argv.slice(i)
+  // A mistyped command word would otherwise be run as a program (and fail as "spawn ENOENT").
+  if (rest.length && !argv.slice(0, i).includes('--') && !COMMANDS.includes(rest[0]) && !rest[0].includes('/') && !onPath(rest[0])) {
+    const hint = didYouMean(rest[0], COMMANDS)
+    if (hint) throw new CtlError(`'${rest[0]}' is neither a ${prog} command nor a program on PATH${hint} (see ${prog} --help)`, 2)
+  }
 
   if (rest.length === 0 && ops.length === 0) {
-    write(HELP + '\n')
+    write((prog === 'stevectl' ? HELP : HELP.replace(/\bstevectl\b/g, prog)) + '\n')
     return 2
   }
   if (rest[0] === 'group') {
