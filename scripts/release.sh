@@ -92,8 +92,9 @@ out=$(cd "$out" && pwd)
 
 log "source tarball: the commit's files + packages/*/dist"
 {
-  git -C "$ROOT" ls-tree -r -z --name-only "$commit" -- . "$MANIFESTS" |
-    while IFS= read -r -d '' f; do printf '%s/%s\0' "$name" "$f"; done
+  git -C "$ROOT" ls-tree -r -z --name-only "$commit" | while IFS= read -r -d '' f; do
+    [[ $f =~ ^ebuilds/[^/]+/[^/]+/Manifest$ ]] || printf '%s/%s\0' "$name" "$f"
+  done
   for ws in "${workspaces[@]}"; do
     (cd "$stage" && find "$name/$ws/dist" \( -type f -o -type l \) ! -name '*.tsbuildinfo' -print0)
   done

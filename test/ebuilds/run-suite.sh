@@ -422,7 +422,7 @@ t "release.sh wrote the clone's ebuilds/dev-build/steved/Manifest: the DIST line
 t "pkgcheck scan of the clone's overlay with that Manifest: no error-level result" scan_clean "$CLONE/ebuilds"
 same_release_after_manifest_commit() { # the committed Manifest still matches: no tarball changed
   git -C "$CLONE" add ebuilds &&
-    git -C "$CLONE" -c user.name=release-test -c user.email=release-test@localhost commit -qm "Manifest" || return 1
+    git -C "$CLONE" -c user.name=release-test -c user.email=release-test@localhost commit -q --allow-empty -m "Manifest" || return 1
   unshare -n bash "$CLONE/scripts/release.sh" --offline --no-overlay --out "$TMP/distfiles2" >"$TMP/release2.log" 2>&1 ||
     { cat "$TMP/release2.log"; return 1; }
   cmp "$DIST/Manifest" "$TMP/distfiles2/Manifest" && cmp "$DIST/SHA256SUMS" "$TMP/distfiles2/SHA256SUMS"
