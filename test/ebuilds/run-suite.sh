@@ -365,7 +365,7 @@ modules_tarball_exact() { # DIR CLONE
 source_tarball_exact() { # DIR CLONE
   local list want have ws
   list=$(tar -tJf "$1/steved-$VERSION.tar.xz" | sed "s,^steved-$VERSION/,,") || return 1
-  want=$(git -C "$2" ls-tree -r --name-only HEAD -- . ':(exclude,glob)ebuilds/*/*/Manifest' | sort)
+  want=$(git -C "$2" ls-tree -r --name-only HEAD | grep -Ev '^ebuilds/[^/]+/[^/]+/Manifest$' | sort)
   have=$(printf '%s\n' "$list" | grep -Ev '^packages/[^/]+/dist/' | sort)
   [ "$want" = "$have" ] || { diff <(echo "$want") <(echo "$have") | head -20; return 1; }
   for ws in steved jobclient; do
