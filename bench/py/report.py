@@ -252,6 +252,23 @@ def scale(ctx, d, md):
                   f"| {mem['VmRSS'] / 1024:.0f} MiB ({mem['VmHWM'] / 1024:.0f} MiB) | {s['server_cpu_us_per_round_trip']:.1f} µs |")
     md.append("")
 
+    sr = d.get("status_readers")
+    if sr and sr.get("rows"):
+        md.append("Many STATUS readers: N processes each hold a token (8 KB command line) and fetch chunk 0 of the status "
+                  "without reading on; 8 other clients do acquire+release meanwhile. Snapshots kept are capped at 4 per uid "
+                  "(16 MiB in all); the RSS growth left is the garbage of building N status documents"
+                  + (f"; the unbounded store ({sr.get('rows_unbounded_steved', 'before the bound')}) is shown for comparison" if sr.get("rows_unbounded") else "")
+                  + (f" (measured {sr['rows_environment']['date'][:10]}, commit {sr['rows_environment']['commit']}, load average {sr['rows_environment']['loadavg_at_start'][0]} at start)" if sr.get("rows_environment") else "") + ":\n")
+        md.append("| readers | snapshots kept | steved RSS growth | others' round trip median / p99 µs | round trips/s |" + (" RSS growth, unbounded store |" if sr.get("rows_unbounded") else ""))
+        md.append("|---|---|---|---|---|" + ("---|" if sr.get("rows_unbounded") else ""))
+        for r in sr["rows"]:
+            k = r["snapshots_kept"] or {"count": "?", "bytes": 0}
+            u = next((x for x in sr.get("rows_unbounded", []) if x["readers"] == r["readers"]), None)
+            md.append(f"| {r['readers']} | {k['count']} ({k['bytes'] / 1024:.0f} KiB) | {r['rss_growth_kib'] / 1024:.0f} MiB "
+                      f"| {fmt(r['rt_8_clients']['median_us'])} / {fmt(r['rt_8_clients']['p99_us'])} | {fmt(r['rt_8_clients']['round_trips_per_s'])} |"
+                      + (f" {u['rss_growth_kib'] / 1024:.0f} MiB |" if sr.get("rows_unbounded") else ""))
+        md.append("")
+
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     for kind in ("fifo", "c-server", "steved"):
         rs = [next(r for r in rows if r["clients"] == n and r["kind"] == kind) for n in counts]

@@ -12,6 +12,7 @@ waiting for a CPU; the FIFO row shows how much of it that is.
 import time
 
 from common import BUILD, CServer, Ctx, Fifo, Steved, environment, run_json, write_json
+import status_readers
 
 RT = str(BUILD / "rtbench")
 
@@ -67,5 +68,6 @@ def run(ctx: Ctx) -> dict:
             rows.append(r)
         ctx.say(f"scale: {n} clients done")
     out["clients"] = rows
+    out["status_readers"] = {"what": status_readers.WHAT, "rows": status_readers.run_status_readers(ctx)}
     write_json(ctx, "scale", out)
     return out
