@@ -72,8 +72,9 @@ Commands:
   group join NAME PID [LIMIT]
                     put the process tree under PID into group NAME: all its processes together
                     hold at most LIMIT tokens (per-package caps; the emerge shim uses this).
-                    Allowed for your own processes; the group ends when its last tree root exits
-  group remove NAME dissolve a group
+                    Allowed for your own processes, into a new group or one you created (root
+                    and the admin group: any); the group ends when its last tree root exits
+  group remove NAME dissolve a group you created (root and the admin group: any)
   COMMAND [ARGS]    run COMMAND holding one token, with MAKEFLAGS pointing at the pool
 
 Options:
