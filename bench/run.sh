@@ -5,7 +5,12 @@
 #                                      block of README.md's "Benchmarks" section
 #   npm run bench -- --quick           smaller and fewer runs, into bench/results/quick/ (not
 #                                      committed, README untouched): for iterating
-#   npm run bench -- [--quick] SECTION...   only some of: transport scheduling reclaim scale report
+#   npm run bench -- [--quick] SECTION...   only some of: transport scheduling reclaim scale report,
+#                                      into bench/results/partial/ (or quick/), README untouched;
+#                                      sections not run keep what partial/ has, else the
+#                                      committed results
+# Only a full run without --quick writes the tracked bench/results/ and README.md, and only
+# once every section has finished (it measures into partial/ first).
 # Does all set-up first (scripts/setup.sh), builds the C parts with gcc and pkg-config fuse3.
 # Needs root and /dev/fuse (steved and our C server mount FUSE files). Every server it starts
 # is stopped and unmounted on exit, also on failure or Ctrl-C.
@@ -18,7 +23,7 @@ SECTIONS=()
 for a in "$@"; do
   case "$a" in
     --quick) QUICK=--quick ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     transport|scheduling|reclaim|scale|report) SECTIONS+=("$a") ;;
     *) echo "bench: unknown argument '$a' (see bash bench/run.sh --help)" >&2; exit 2 ;;
   esac
@@ -42,10 +47,22 @@ if [ ! -x "$B/tokensrv" ] || [ bench/c/tokensrv.c -nt "$B/tokensrv" ]; then
   gcc "${CFLAGS[@]}" -o "$B/tokensrv" bench/c/tokensrv.c $(pkg-config --cflags --libs fuse3)
 fi
 
-OUT=bench/results
-UPDATE=--update-readme
-if [ -n "$QUICK" ]; then OUT=bench/results/quick; UPDATE=; fi
-[ ${#SECTIONS[@]} -gt 0 ] && [[ " ${SECTIONS[*]} " != *" report "* ]] && UPDATE=
+# Measurements go to quick/ or partial/, never straight into the committed bench/results/: an
+# interrupted or partial run must not leave those half old, half new, nor touch README.md.
+PUBLISH=
+if [ -n "$QUICK" ]; then
+  OUT=bench/results/quick
+elif [ ${#SECTIONS[@]} -gt 0 ]; then
+  # Its report still has every section: those not run come from earlier partial runs, else
+  # from the last full run.
+  OUT=bench/results/partial
+  mkdir -p "$OUT"
+  cp -n bench/results/*.json "$OUT"/
+else
+  OUT=bench/results/partial
+  rm -rf "$OUT"
+  PUBLISH=1
+fi
 W=$(mktemp -d /tmp/steved-bench.XXXXXX)
 
 PY=
@@ -79,8 +96,19 @@ trap 'exit 130' INT TERM
 echo "[bench] work directory $W, results in $OUT; load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
 start=$(date +%s)
 # In the background and waited for, so that a signal to this script runs the trap at once.
-.venv/bin/python bench/py/main.py --work "$W" --out "$OUT" $QUICK $UPDATE "${SECTIONS[@]}" &
+.venv/bin/python bench/py/main.py --work "$W" --out "$OUT" $QUICK "${SECTIONS[@]}" &
 PY=$!
 wait "$PY" || { rc=$?; PY=; echo "[bench] failed (exit $rc)" >&2; exit "$rc"; }
 PY=
+if [ -n "$PUBLISH" ]; then
+  # Every section finished: these become the committed results; draw them there and
+  # rewrite README.md's generated block.
+  cp "$OUT"/*.json bench/results/
+  rm -rf "$OUT"
+  OUT=bench/results
+  .venv/bin/python bench/py/main.py --work "$W" --out "$OUT" --update-readme report &
+  PY=$!
+  wait "$PY" || { rc=$?; PY=; echo "[bench] failed (exit $rc)" >&2; exit "$rc"; }
+  PY=
+fi
 echo "[bench] done in $(( $(date +%s) - start )) s: $OUT/summary.md, $OUT/*.png"

@@ -366,10 +366,12 @@ def run(ctx: Ctx, update: bool = False) -> str:
         env = env or d["environment"]
         fn(ctx, d, md)
     if env:
+        # Where this run wrote (quick/ and partial/ runs are not the committed results).
+        where = ctx.out.resolve().relative_to(ROOT) if ctx.out.resolve().is_relative_to(ROOT) else ctx.out
         md.insert(0, "\n".join(headlines(ctx)) + "\n")
         md.insert(0, f"{'Quick run (--quick, fewer and shorter runs)' if ctx.quick else 'Latest full run'}: {env['date']}, commit {env['commit']}, {env['cpu']} × {env['online_cpus']} vCPUs, "
                      f"kernel {env['kernel']}, Node {env['node']}, libfuse {env['libfuse']}, load average at start {' '.join(env['loadavg_at_start'])}. "
-                     "Plots: `bench/results/*.png`; every number: `bench/results/*.json`.\n")
+                     f"Plots: `{where}/*.png`; every number: `{where}/*.json`.\n")
     text = "\n".join(md) + "\n"
     (ctx.out / "summary.md").write_text(text)
     ctx.say(f"wrote {ctx.out / 'summary.md'}")
