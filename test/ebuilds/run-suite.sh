@@ -369,7 +369,7 @@ source_tarball_exact() { # DIR CLONE
   have=$(printf '%s\n' "$list" | grep -Ev '^packages/[^/]+/dist/' | sort)
   [ "$want" = "$have" ] || { diff <(echo "$want") <(echo "$have") | head -20; return 1; }
   for ws in steved jobclient; do
-    printf '%s\n' "$list" | grep -qx "packages/$ws/dist/index.js" || { echo "no packages/$ws/dist"; return 1; }
+    grep -qx "packages/$ws/dist/index.js" <<<"$list" || { echo "no packages/$ws/dist"; return 1; }
   done
 }
 t "git clone of this repository" git clone -q "$ROOT" "$CLONE"
