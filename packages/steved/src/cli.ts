@@ -87,7 +87,7 @@ export function buildCommand(): Command {
     .addOption(new Option('-u, --user <user>', 'drop to this user once the file or device is set up').argParser(nonEmpty('-u/--user')))
     .addOption(new Option('--admin-group <group>', 'members of this group may change settings at runtime (stevectl --set-*); root always may').argParser(nonEmpty('--admin-group')))
     .addOption(new Option('--config <file>', 'TOML file with these options under their long names; flags override it; SIGHUP re-reads it').default('/etc/steved.toml', '/etc/steved.toml if present'))
-    .addOption(new Option('-v, --verbose', 'log start-up, process exits and reclaimed tokens'))
+    .addOption(new Option('-v, --verbose', 'log start-up (settings), every client process exit and the tokens reclaimed from it'))
     .addOption(new Option('-d, --debug', 'log every request'))
     .addOption(
       new Option('--metrics <[host:]port>', 'serve Prometheus/OpenMetrics text at http://HOST:PORT/metrics (host defaults to 127.0.0.1; off by default)').argParser(

@@ -4,8 +4,10 @@
 
 import { spawn, spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
+import * as path from 'node:path'
 import t, { type Test } from 'tap'
 
+import { run, start } from '../../../test/helpers/proc'
 import { reportCounters, reportFree, startSteved, waitForReport } from '../../../test/helpers/steved'
 
 const fdCount = (pid: number): number => fs.readdirSync(`/proc/${pid}/fd`).length
@@ -48,4 +50,21 @@ t.test('out of descriptors, live holders keep their tokens (pidfd_open EMFILE is
   // It exits holding that token too: N + 1 reclaims, and the pool is whole.
   rep = await waitForReport(s, (x) => reportFree(x).free === N, 'the pool whole again', 20000)
   t.equal(reportCounters(rep).reclaimed, N + 1, 'each holder\'s token reclaimed exactly once')
+})
+
+t.test('early returns do not inflate the pool: 20 processes that never read each write a byte, then a reader on -j 4', async (t) => {
+  const JOBS = 4
+  const s = await startSteved(t, { jobs: JOBS })
+  const writers = []
+  for (let i = 0; i < 20; i++) {
+    const c = start(t, 'python3', [path.join(__dirname, 'clients', 'hostile.py'), s.path, 'never-read', '120'])
+    await c.waitFor(/^wrote$/m)
+    t.equal(/^first (.*)$/m.exec(c.output())?.[1], '1', `writer ${i + 1}: its one early return is accepted`)
+    writers.push(c)
+  }
+  t.equal(reportFree(await s.report()).free, JOBS, 'the pool still has jobs tokens, not jobs + 20')
+  const r = await run('python3', [path.join(__dirname, 'clients', 'jsclient.py'), s.path, 'drain-count'], { timeoutMs: 20000 })
+  t.match(r.stdout, new RegExp(`^drained ${JOBS}$`, 'm'), `a reader takes ${JOBS} tokens, not ${JOBS + 20}`)
+  for (const c of writers) c.child.kill('SIGKILL')
+  await waitForReport(s, (x) => reportFree(x).free === JOBS && /holders: none/.test(x), 'the pool whole')
 })

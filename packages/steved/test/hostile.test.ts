@@ -83,17 +83,29 @@ t.test('hostile and odd input', async (t) => {
     t.equal(c.reclaimed - before.reclaimed, 0, 'nothing left to reclaim: the client returned all it held')
   })
 
-  t.test('bytes from a process that never read: one early return, then ENOSPC; gone at exit', async (t) => {
+  t.test('bytes from a process that never read: one early return, then ENOSPC; never beyond jobs free; gone at exit', async (t) => {
+    // A parent holds a token; a process that never read returns one early (the nasm-rs pattern).
+    const h = start(t, 'bash', ['-c', 'exec 3<"$1"; read -r -N1 -u3 x && echo got && exec sleep 60', 'holder', s.path])
+    await h.waitFor(/^got$/m)
     const c = start(t, 'python3', [path.join(CLIENTS, 'hostile.py'), s.path, 'never-read', '60'])
     await c.waitFor(/^wrote$/m)
     const a = answers(c.output())
     t.equal(a.get('first'), '1', 'the one early return is accepted')
     t.equal(a.get('second'), 'ENOSPC')
-    const r = await s.report()
-    t.equal(reportFree(r).free, JOBS + 1, 'the pool is one over while that process lives')
-    await run('python3', [path.join(CLIENTS, 'jsclient.py'), s.path, 'bigread'], { timeoutMs: 20000 })
+    t.equal(reportFree(await s.report()).free, JOBS, 'it is in the pool: one out, one handed back')
     c.child.kill('SIGKILL')
     await c.exited
+    await waitForReport(s, (r) => reportFree(r).free === JOBS - 1, 'the early return gone with its process')
+    h.child.kill('SIGKILL')
+    await h.exited
+    await stillServes(t, s)
+    // With every token free, an early return is accepted but the pool stays at jobs.
+    const d = start(t, 'python3', [path.join(CLIENTS, 'hostile.py'), s.path, 'never-read', '60'])
+    await d.waitFor(/^wrote$/m)
+    t.equal(answers(d.output()).get('first'), '1', 'accepted on an idle pool too')
+    t.equal(reportFree(await s.report()).free, JOBS, 'but the pool does not grow past jobs')
+    d.child.kill('SIGKILL')
+    await d.exited
     await stillServes(t, s)
   })
 

@@ -53,6 +53,8 @@ interface MProc {
   /** Tokens held, from the replies seen; -1 after the one early return. */
   held: number
   everRead: boolean
+  /** It made its one early return (kept in the pool or dropped). */
+  early: boolean
 }
 
 interface MFile {
@@ -108,12 +110,18 @@ export class World {
   readonly sleepers = new Map<number, Set<number>>()
   readonly watched = new Set<number>()
   timerAt: number | null = null
+  /** Processes whose early return is in the pool (held -1), oldest first. */
+  earlyOrder: number[] = []
+  /** Capped groups (the pool's ancestry is the process alone here: a group is its roots). */
+  readonly groups = new Map<string, { limit: number | null; roots: Set<number> }>()
   /** Set while free < 0 is legitimate (jobs lowered, or an early returner exited). */
   private overdraft = false
   private readonly answered = new Set<number>()
   private nextReq = 1
   private nextFh = 1
   readonly counters = { granted: 0, returned: 0, reclaimed: 0, enospc: 0, interrupts: 0, eagain: 0, reservationsExpired: 0 }
+  /** How hard a run pushed the adversarial paths: most capped waiters at once, early returns dropped. */
+  readonly stress = { cappedWaiters: 0, earlyDropped: 0 }
   readonly trace: string[] = []
   steps = 0
 
@@ -156,10 +164,23 @@ export class World {
     return null
   }
 
+  private tokensOf(pid: number): number {
+    return Math.max(0, this.procs.get(pid)?.held ?? 0) + this.res.filter((r) => r.pid === pid).length
+  }
+
+  groupOf(pid: number): string | null {
+    for (const [name, g] of this.groups) if (g.roots.has(pid)) return name
+    return null
+  }
+
   private atLimit(pid: number): boolean {
-    if (this.cfg.perProcessLimit === null) return false
-    const n = Math.max(0, this.procs.get(pid)?.held ?? 0) + this.res.filter((r) => r.pid === pid).length
-    return n >= this.cfg.perProcessLimit
+    if (this.cfg.perProcessLimit !== null && this.tokensOf(pid) >= this.cfg.perProcessLimit) return true
+    const name = this.groupOf(pid)
+    const g = name === null ? undefined : this.groups.get(name)!
+    if (!g || g.limit === null) return false
+    let n = 0
+    for (const m of g.roots) n += this.tokensOf(m)
+    return n >= g.limit
   }
 
   /** The reservation a read or poll by `pid` on `fh` finds: its own on that file, else its oldest. */
@@ -170,7 +191,7 @@ export class World {
   private ensureProc(pid: number, exp: Expected): MProc {
     let p = this.procs.get(pid)
     if (!p) {
-      p = { held: 0, everRead: false }
+      p = { held: 0, everRead: false, early: false }
       this.procs.set(pid, p)
       if (pid !== 0) {
         exp.watch.add(pid)
@@ -182,6 +203,7 @@ export class World {
 
   private grant(pid: number, req: number, exp: Expected): void {
     const p = this.procs.get(pid)!
+    if (p.held < 0) this.earlyOrder = this.earlyOrder.filter((x) => x !== pid)
     p.held++
     p.everRead = true
     this.counters.granted++
@@ -193,11 +215,18 @@ export class World {
     if (!p) return
     if (p.held > 0) this.counters.reclaimed += p.held
     if (p.held < 0) this.overdraft = true // its early return stays in the pool
+    this.earlyOrder = this.earlyOrder.filter((x) => x !== pid)
     this.procs.delete(pid)
   }
 
   /** Serve the queue in order: a free token and open admission serve the first waiter not at its cap. */
   private dispatch(exp: Expected, answering?: { fh: number; pid: number }): void {
+    // An early return hands back a token someone holds: never more than jobs free. When there
+    // would be, the oldest early returns in the pool are dropped from it.
+    while (this.free > this.cfg.jobs && this.earlyOrder.length) {
+      this.procs.get(this.earlyOrder.shift()!)!.held = 0
+      this.stress.earlyDropped++
+    }
     for (let i = 0; i < this.queue.length && this.free > 0; ) {
       if (this.globalBlock() !== null) break
       const w = this.queue[i]
@@ -272,12 +301,14 @@ export class World {
       }
       case 'write': {
         const p = this.ensureProc(input.pid, exp)
-        const allowance = !p.everRead && p.held === 0 ? 1 : 0
+        const allowance = !p.everRead && !p.early && p.held === 0 ? 1 : 0
         if (input.count > p.held + allowance) {
           this.counters.enospc++
           exp.reply(input.req, 'ENOSPC')
         } else {
+          if (input.count > p.held) p.early = true
           p.held -= input.count
+          if (p.held < 0) this.earlyOrder.push(input.pid)
           this.counters.returned += input.count
           exp.reply(input.req, `wrote ${input.count}`)
         }
@@ -308,6 +339,12 @@ export class World {
       }
       case 'exit': {
         const pid = input.pid
+        const gname = this.groupOf(pid)
+        if (gname !== null) {
+          const g = this.groups.get(gname)!
+          g.roots.delete(pid)
+          if (g.roots.size === 0) this.groups.delete(gname)
+        }
         for (const req of this.parkedOf(pid)) {
           this.parked.delete(req)
           exp.reply(req, 'EINTR')
@@ -334,6 +371,24 @@ export class World {
       case 'configure':
         if (input.patch.jobs !== undefined && input.patch.jobs < this.cfg.jobs) this.overdraft = true
         this.cfg = { ...this.cfg, ...input.patch }
+        this.dispatch(exp)
+        break
+      case 'group-join': {
+        let g = this.groups.get(input.name)
+        if (!g) {
+          g = { limit: input.limit, roots: new Set() }
+          this.groups.set(input.name, g)
+        }
+        g.limit = input.limit
+        for (const [n, o] of this.groups) if (n !== input.name) o.roots.delete(input.root)
+        g.roots.add(input.root)
+        // The root is watched from now on, so the group ends with it.
+        this.ensureProc(input.root, exp)
+        this.dispatch(exp)
+        break
+      }
+      case 'group-remove':
+        this.groups.delete(input.name)
         this.dispatch(exp)
         break
     }
@@ -406,6 +461,7 @@ export class World {
       if (got !== v) this.fail(`counter ${k}: pool ${got}, tally ${v}`)
     }
 
+    this.stress.cappedWaiters = Math.max(this.stress.cappedWaiters, this.queue.filter((x) => this.atLimit(x.pid)).length)
     // Nobody is passed over: with a token free and admission open, only capped processes wait.
     if (this.globalBlock() === null) {
       const w = this.queue.find((x) => !this.atLimit(x.pid))
@@ -655,9 +711,30 @@ class SpuriousTick implements Cmd {
   toString = (): string => 'tick()'
 }
 
+/** Put a process into a capped group (a user parking waiters under a cap of their own). */
+class GroupJoin implements Cmd {
+  constructor(readonly name: string, readonly root: number, readonly limit: number | null) {}
+  check = (): boolean => this.root !== 0
+  run(w: World): void {
+    w.feed({ kind: 'group-join', name: this.name, root: this.root, limit: this.limit })
+  }
+  toString = (): string => `groupJoin(${this.name}, ${this.root}, ${this.limit ?? 'none'})`
+}
+
+class GroupRemove implements Cmd {
+  constructor(readonly name: string) {}
+  check = (): boolean => true
+  run(w: World): void {
+    w.feed({ kind: 'group-remove', name: this.name })
+  }
+  toString = (): string => `groupRemove(${this.name})`
+}
+
 const PIDS = [1, 2, 3, 4]
-const pidArb = (withZero: boolean): fc.Arbitrary<number> =>
-  withZero ? fc.oneof({ arbitrary: fc.constantFrom(...PIDS), weight: 9 }, { arbitrary: fc.constant(0), weight: 1 }) : fc.constantFrom(...PIDS)
+/** Many processes: capped waiters pile up and early returners are plenty (issue 14). */
+const CROWD = Array.from({ length: 24 }, (_, i) => i + 1)
+const pidArb = (withZero: boolean, pids = PIDS): fc.Arbitrary<number> =>
+  withZero ? fc.oneof({ arbitrary: fc.constantFrom(...pids), weight: 9 }, { arbitrary: fc.constant(0), weight: 1 }) : fc.constantFrom(...pids)
 const fArb = fc.nat(3)
 
 const patchArb: fc.Arbitrary<Partial<PoolConfig>> = fc.record(
@@ -673,8 +750,19 @@ const patchArb: fc.Arbitrary<Partial<PoolConfig>> = fc.record(
   { requiredKeys: [] },
 )
 
-function commandArbs(opts: { pid0: boolean; fork: boolean }): fc.Arbitrary<Cmd>[] {
-  const pid = pidArb(opts.pid0)
+interface RunOpts {
+  pid0: boolean
+  fork: boolean
+  /** Process ids to draw from (default 1-4). */
+  pids?: number[]
+  /** Draw group joins and removals too. */
+  groups?: boolean
+}
+
+function commandArbs(opts: RunOpts): fc.Arbitrary<Cmd>[] {
+  const PIDS = opts.pids ?? [1, 2, 3, 4]
+  const pid = pidArb(opts.pid0, PIDS)
+  const groupName = fc.constantFrom('a', 'b')
   const w = <T>(arbitrary: fc.Arbitrary<T>, weight: number) => ({ arbitrary: arbitrary as fc.Arbitrary<Cmd>, weight })
   return [
     fc.oneof(
@@ -692,6 +780,12 @@ function commandArbs(opts: { pid0: boolean; fork: boolean }): fc.Arbitrary<Cmd>[
       w(fc.constantFrom(0, 10, 60, 400, 1200).map((ms) => new Advance(ms)), 4),
       w(fc.constant(new SpuriousTick()), 1),
       ...(opts.fork ? [w(fc.tuple(fc.constantFrom(...PIDS), fArb, fc.constantFrom(...PIDS)).map(([a, f, b]) => new Fork(a, f, b)), 2)] : []),
+      ...(opts.groups
+        ? [
+            w(fc.tuple(groupName, fc.constantFrom(...PIDS), fc.constantFrom(null, 1, 1, 2)).map(([n, r, l]) => new GroupJoin(n, r, l)), 3),
+            w(groupName.map((n) => new GroupRemove(n)), 1),
+          ]
+        : []),
     ),
   ]
 }
@@ -702,20 +796,22 @@ const configArb: fc.Arbitrary<PoolConfig> = fc
 
 const RUNS = Number(process.env.STEVED_MODEL_RUNS ?? 1000)
 
-function runProperty(t: Test, name: string, opts: { pid0: boolean; fork: boolean }): void {
+function runProperty(t: Test, name: string, opts: RunOpts, configs = configArb, maxCommands = 120): Record<string, number> {
   const total: Record<string, number> = { runs: 0, inputs: 0 }
-  const prop = fc.property(configArb, fc.commands(commandArbs(opts), { maxCommands: 120, size: 'max' }), (cfg, cmds) => {
+  const prop = fc.property(configs, fc.commands(commandArbs(opts), { maxCommands, size: 'max' }), (cfg, cmds) => {
     const world = new World(cfg)
     fc.modelRun(() => ({ model: world, real: world }), cmds)
     world.drain()
     total.runs++
     total.inputs += world.steps
     for (const [k, v] of Object.entries(world.counters)) total[k] = (total[k] ?? 0) + v
+    total.maxCappedWaiters = Math.max(total.maxCappedWaiters ?? 0, world.stress.cappedWaiters)
+    total.earlyDropped = (total.earlyDropped ?? 0) + world.stress.earlyDropped
   })
   const r = fc.check(prop, { numRuns: RUNS })
   if (r.failed) {
     t.fail(`${name}: ${fc.defaultReportMessage(r)}\n${(r.errorInstance as Error | undefined)?.message ?? ''}`)
-    return
+    return total
   }
   t.pass(`${name}: ${r.numRuns} random runs, every step checked`)
   t.comment(`${name}: ${Object.entries(total).map(([k, v]) => `${k} ${v}`).join(', ')}`)
@@ -723,6 +819,7 @@ function runProperty(t: Test, name: string, opts: { pid0: boolean; fork: boolean
   for (const k of ['granted', 'returned', 'reclaimed', 'enospc', 'interrupts', 'eagain', 'reservationsExpired']) {
     t.ok(total[k] > 0, `${name}: the runs produced ${k} (${total[k]})`)
   }
+  return total
 }
 
 t.test('model: single-owner files, pids 1-4 and a caller outside our pid namespace (pid 0)', async (t) => {
@@ -731,6 +828,22 @@ t.test('model: single-owner files, pids 1-4 and a caller outside our pid namespa
 
 t.test('model: processes pass open files to each other (fork)', async (t) => {
   runProperty(t, 'fork', { pid0: false, fork: true })
+})
+
+t.test('model: capped groups joined, changed and dissolved among waiting processes', async (t) => {
+  runProperty(t, 'groups', { pid0: false, fork: true, groups: true })
+})
+
+t.test('model: a crowd of 24 processes, tight caps, many capped waiters and early returners (issue 14)', async (t) => {
+  // Few tokens and caps of one: most waiters are capped at any moment, most processes that
+  // write before reading are early returners, so skipping capped waiters and bounding early
+  // returns are exercised at every step.
+  const crowd = fc
+    .tuple(fc.integer({ min: 1, max: 3 }), fc.constantFrom(1, 1, 2, null))
+    .map(([jobs, perProcessLimit]) => ({ ...defaultConfig(jobs), perProcessLimit, reservationExpiryMs: 300 }))
+  const total = runProperty(t, 'crowd', { pid0: false, fork: false, pids: CROWD, groups: true }, crowd, 300)
+  t.ok(total.maxCappedWaiters >= 10, `at some step ${total.maxCappedWaiters} capped waiters waited at once`)
+  t.ok(total.earlyDropped > 0, `early returns beyond jobs free were dropped (${total.earlyDropped})`)
 })
 
 // --- shrunk counterexamples, kept as regression tests ----------------------------------------
@@ -771,7 +884,7 @@ t.test('regression: redeeming a reservation after an early return serves the sam
 t.test('regression: two processes polling one open file (fork) each keep their own reservation', async (t) => {
   // Found by the model. Reservations were keyed by the open file alone, so pid 2's reservation
   // silently replaced pid 1's: pid 1 had been told POLLIN and then found nothing to read.
-  replay(t, { jobs: 1 }, [new Open(1), new Fork(1, 0, 2), new Write(1, 0, 1), new Poll(1, 0, false), new Poll(2, 0, false)], (w) => {
+  replay(t, { jobs: 2 }, [new Open(1), new Fork(1, 0, 2), new Poll(1, 0, false), new Poll(2, 0, false)], (w) => {
     const s = w.pool.snapshot(w.now)
     t.same(s.reservations.map((r) => r.pid).sort(), [1, 2], 'one reservation each')
   })

@@ -14,6 +14,7 @@ import {
   type PoolSnapshot,
   type WaitReason,
 } from './types'
+import { WaitQueue, type Waiter } from './waitqueue'
 
 /** The byte handed out for every token. Clients may write back any byte; we count, not compare. */
 export const TOKEN_BYTE = 0x2b // '+', what GNU make writes
@@ -25,6 +26,10 @@ interface Proc {
   /** Grant time of each held token, oldest first. */
   grantedAt: number[]
   everRead: boolean
+  /** It has made its one early return (whether or not the pool kept the token). */
+  returnedEarly: boolean
+  /** Reservations held for it. */
+  reserved: number
   /** Open files this process opened (used only for pid 0, which has no pidfd). */
   openFiles: number
   /** The group this process belongs to, if any. */
@@ -36,15 +41,6 @@ interface Group {
   limit: number | null
   owner: number
   roots: Set<number>
-}
-
-interface Waiter {
-  how: 'read' | 'poll'
-  /** Request id for reads; -1 for pollers (they are answered at once and notified later). */
-  req: number
-  fh: number
-  pid: number
-  since: number
 }
 
 interface Reservation {
@@ -73,7 +69,18 @@ export class Pool {
   private readonly procs = new Map<number, Proc>()
   /** Opener of each open file, recorded at OPEN because RELEASE carries no pid. */
   private readonly openers = new Map<number, number>()
-  private queue: Waiter[] = []
+  /** Parked reads and sleeping pollers, in one FIFO order (see waitqueue.ts). */
+  private readonly queue = new WaitQueue({
+    procOpen: (pid) => !this.atProcessLimit(pid),
+    groupOf: (pid) => this.procs.get(pid)?.group ?? null,
+    groupOpen: (name) => !this.groupFull(name),
+  })
+  /** Processes holding at least one token. */
+  private holderCount = 0
+  /** Tokens held + reserved by the members of each group, kept as they change. */
+  private readonly groupCount = new Map<string, number>()
+  /** Processes whose early return is in the pool (held -1), oldest first. */
+  private readonly earlyReturners = new Set<Proc>()
   /**
    * Reserved tokens, keyed by the open file the poller was told POLLIN on and the poller's
    * process (resKey): processes that share an open file (fork) each have their own.
@@ -143,9 +150,9 @@ export class Pool {
         this.onRelease(input.fh, input.now, out)
         break
       case 'interrupt': {
-        const i = this.queue.findIndex((w) => w.how === 'read' && w.req === input.req)
-        if (i >= 0) {
-          this.queue.splice(i, 1)
+        const w = this.queue.read(input.req)
+        if (w) {
+          this.queue.remove(w)
           this.counters.interrupts++
           out.push({ kind: 'reply-error', req: input.req, errno: 'EINTR' })
         }
@@ -163,12 +170,17 @@ export class Pool {
         this.sample = { load1: input.load1, memAvailMiB: input.memAvailMiB, at: input.now }
         this.dispatch(input.now, out)
         break
-      case 'configure':
+      case 'configure': {
+        const limit = this.cfg.perProcessLimit
         this.cfg = { ...this.cfg, ...input.patch }
+        if (this.cfg.perProcessLimit !== limit) this.queue.reset()
         this.dispatch(input.now, out)
+        break
+      }
         break
       case 'group-join':
         this.onGroupJoin(input.name, input.root, input.limit, input.owner ?? 0, out)
+        this.regroup()
         this.dispatch(input.now, out)
         break
       case 'group-remove': {
@@ -189,18 +201,18 @@ export class Pool {
     const res = this.reservationFor(fh, pid)
     if (res) {
       // The poller reads on the file it polled (or another of its own): its token is waiting.
-      this.reservations.delete(resKey(res.fh, res.pid))
+      this.unreserve(res)
       this.grant(p, req, now, out)
       // Redeeming an early return's reservation lowers the count against the per-process
       // limit (-1 held counts as 0): a waiter of this process may be servable now.
+      this.queue.changed(pid, p.group)
       this.dispatch(now, out)
       return
     }
-    const w: Waiter = { how: 'read', req, fh, pid, since: now }
-    this.queue.push(w)
+    const w = this.queue.add('read', req, fh, pid, now)
     this.dispatch(now, out)
-    if (nonblock && this.queue.includes(w)) {
-      this.queue.splice(this.queue.indexOf(w), 1)
+    if (nonblock && this.queue.has(w)) {
+      this.queue.remove(w)
       this.counters.eagain++
       out.push({ kind: 'reply-error', req, errno: 'EAGAIN' })
     }
@@ -209,15 +221,12 @@ export class Pool {
   private onPoll(req: number, fh: number, pid: number, wantsNotify: boolean, now: number, out: Effect[]): void {
     this.proc(pid, out)
     if (!this.reservationFor(fh, pid)) {
-      let w = this.queue.find((x) => x.how === 'poll' && x.fh === fh && x.pid === pid)
+      let w = this.queue.poll(fh, pid)
       const queued = w !== undefined
-      if (!w) {
-        w = { how: 'poll', req: -1, fh, pid, since: now }
-        this.queue.push(w)
-      }
+      if (!w) w = this.queue.add('poll', -1, fh, pid, now)
       this.dispatch(now, out, w)
       // A poll without a notify handle (poll with timeout 0) does not stay in the queue.
-      if (!wantsNotify && !queued && this.queue.includes(w)) this.queue.splice(this.queue.indexOf(w), 1)
+      if (!wantsNotify && !queued && this.queue.has(w)) this.queue.remove(w)
     }
     out.push({ kind: 'reply-poll', req, readable: this.reservationFor(fh, pid) !== undefined })
   }
@@ -226,14 +235,16 @@ export class Pool {
     const p = this.proc(pid, out)
     // One early return is allowed to a process that has not read yet (it may be handing
     // back a token its parent gave it before it starts reading: the nasm-rs pattern).
-    const allowance = !p.everRead && p.held === 0 ? 1 : 0
+    // It joins the pool only while tokens are out (see dispatch: free never exceeds jobs).
+    const allowance = !p.everRead && !p.returnedEarly && p.held === 0 ? 1 : 0
     if (count > p.held + allowance) {
       this.counters.enospc++
       out.push({ kind: 'reply-error', req, errno: 'ENOSPC' })
       return
     }
-    p.held -= count
-    this.heldTotal -= count
+    if (count > p.held) p.returnedEarly = true
+    this.adjust(p, -count, 0)
+    this.queue.changed(pid, p.group)
     this.counters.returned += Math.max(0, count)
     // Returned tokens are taken as the most recently granted ones.
     p.grantedAt.splice(Math.max(0, p.grantedAt.length - count))
@@ -242,8 +253,8 @@ export class Pool {
   }
 
   private onRelease(fh: number, now: number, out: Effect[]): void {
-    this.queue = this.queue.filter((w) => !(w.how === 'poll' && w.fh === fh))
-    for (const [k, r] of this.reservations) if (r.fh === fh) this.reservations.delete(k)
+    for (const w of this.queue.pollsOn(fh)) this.queue.remove(w)
+    for (const r of this.reservations.values()) if (r.fh === fh) this.unreserve(r)
     const pid = this.openers.get(fh)
     this.openers.delete(fh)
     if (pid === 0) {
@@ -298,6 +309,7 @@ export class Pool {
     for (const r of g.roots) this.groupRoots.delete(r)
     this.groups.delete(g.name)
     for (const p of this.procs.values()) if (p.group === g.name) p.group = null
+    this.regroup()
   }
 
   private onExit(pid: number, now: number, out: Effect[]): void {
@@ -310,11 +322,11 @@ export class Pool {
       if (g.roots.size === 0) this.dissolve(g)
     }
     const p = this.procs.get(pid)
-    for (const w of this.queue) {
-      if (w.pid === pid && w.how === 'read') out.push({ kind: 'reply-error', req: w.req, errno: 'EINTR' })
+    for (const w of this.queue.of(pid)) {
+      if (w.how === 'read') out.push({ kind: 'reply-error', req: w.req, errno: 'EINTR' })
+      this.queue.remove(w)
     }
-    this.queue = this.queue.filter((w) => w.pid !== pid)
-    for (const [k, r] of this.reservations) if (r.pid === pid) this.reservations.delete(k)
+    for (const r of this.reservations.values()) if (r.pid === pid) this.unreserve(r)
     if (p) this.forget(p)
     this.dispatch(now, out)
   }
@@ -328,29 +340,78 @@ export class Pool {
    * so it needs no notify (other pollers of the same file, in other processes, do).
    */
   private dispatch(now: number, out: Effect[], answering?: Waiter): void {
-    for (let i = 0; i < this.queue.length && this.free > 0; ) {
-      if (this.globalBlock() !== null) break
-      const w = this.queue[i]
-      if (this.atProcessLimit(w.pid) || this.atGroupLimit(w.pid)) {
-        i++
-        continue
-      }
-      this.queue.splice(i, 1)
+    this.settleEarlyReturns()
+    while (this.free > 0 && this.globalBlock() === null) {
+      const w = this.queue.first()
+      if (!w) break
+      this.queue.remove(w)
+      const p = this.proc(w.pid, out)
       if (w.how === 'read') {
-        this.grant(this.proc(w.pid, out), w.req, now, out)
+        this.grant(p, w.req, now, out)
       } else {
         this.reservations.set(resKey(w.fh, w.pid), { pid: w.pid, fh: w.fh, since: now, expiresAt: now + this.cfg.reservationExpiryMs })
+        this.adjust(p, 0, 1)
         if (w !== answering) out.push({ kind: 'notify-poll', fh: w.fh })
       }
     }
   }
 
+  /**
+   * An early return hands back a token someone else in the pool holds (the nasm-rs pattern).
+   * When every token is free already, there is none to hand back: the pool never has more
+   * than `jobs` free tokens, so the oldest early returns still in the pool are dropped from
+   * it (their writes stayed successful) until it does not. Without this, N processes that
+   * never read could each add one token.
+   */
+  private settleEarlyReturns(): void {
+    for (const p of this.earlyReturners) {
+      if (this.free <= this.cfg.jobs) break
+      this.adjust(p, 1, 0)
+    }
+  }
+
+  /**
+   * Change what a process holds and has reserved, keeping the totals that admission reads in
+   * O(1): held total, holders, each group's tokens, and the early returns in the pool.
+   */
+  private adjust(p: Proc, dHeld: number, dReserved: number): void {
+    const before = Math.max(0, p.held) + p.reserved
+    const wasHolder = p.held > 0
+    p.held += dHeld
+    p.reserved += dReserved
+    this.heldTotal += dHeld
+    if (p.held > 0 !== wasHolder) this.holderCount += wasHolder ? -1 : 1
+    if (p.group !== null) {
+      const d = Math.max(0, p.held) + p.reserved - before
+      if (d !== 0) this.groupCount.set(p.group, (this.groupCount.get(p.group) ?? 0) + d)
+    }
+    if (p.held < 0) this.earlyReturners.add(p)
+    else this.earlyReturners.delete(p)
+  }
+
+  private unreserve(r: Reservation): void {
+    this.reservations.delete(resKey(r.fh, r.pid))
+    const p = this.procs.get(r.pid)
+    if (p) {
+      this.adjust(p, 0, -1)
+      this.queue.changed(p.pid, p.group)
+    }
+  }
+
+  /** Group memberships changed: count each group's tokens afresh and re-offer every waiter. */
+  private regroup(): void {
+    this.groupCount.clear()
+    for (const p of this.procs.values()) {
+      if (p.group !== null) this.groupCount.set(p.group, (this.groupCount.get(p.group) ?? 0) + Math.max(0, p.held) + p.reserved)
+    }
+    this.queue.reset()
+  }
+
   private grant(p: Proc, req: number, now: number, out: Effect[]): void {
     // A process that returned one token early reads it back first: nothing to age.
     if (p.held >= 0) p.grantedAt.push(now)
-    p.held++
+    this.adjust(p, 1, 0)
     p.everRead = true
-    this.heldTotal++
     this.counters.granted++
     out.push({ kind: 'reply-token', req, byte: TOKEN_BYTE })
   }
@@ -369,17 +430,17 @@ export class Pool {
   private atProcessLimit(pid: number): boolean {
     if (this.cfg.perProcessLimit === null) return false
     const p = this.procs.get(pid)
-    let n = p ? Math.max(0, p.held) : 0
-    for (const r of this.reservations.values()) if (r.pid === pid) n++
-    return n >= this.cfg.perProcessLimit
+    return (p ? Math.max(0, p.held) + p.reserved : 0) >= this.cfg.perProcessLimit
   }
 
   /** Tokens held + reserved by the members of a group. */
   private groupTokens(name: string): number {
-    let n = 0
-    for (const p of this.procs.values()) if (p.group === name) n += Math.max(0, p.held)
-    for (const r of this.reservations.values()) if (this.procs.get(r.pid)?.group === name) n++
-    return n
+    return this.groupCount.get(name) ?? 0
+  }
+
+  private groupFull(name: string): boolean {
+    const limit = this.groups.get(name)?.limit ?? null
+    return limit !== null && this.groupTokens(name) >= limit
   }
 
   private atGroupLimit(pid: number): boolean {
@@ -392,7 +453,7 @@ export class Pool {
   private expireReservations(now: number): void {
     for (const [k, r] of this.reservations) {
       if (r.expiresAt <= now) {
-        this.reservations.delete(k)
+        this.unreserve(r)
         this.counters.reservationsExpired++
       }
     }
@@ -407,9 +468,7 @@ export class Pool {
 
   /** Bookkeeping after every input: counters, and the one timer the pool needs. */
   private afterEvent(now: number, out: Effect[]): void {
-    let holders = 0
-    for (const p of this.procs.values()) if (p.held > 0) holders++
-    this.counters.peakHolders = Math.max(this.counters.peakHolders, holders)
+    this.counters.peakHolders = Math.max(this.counters.peakHolders, this.holderCount)
 
     if (this.free <= 0) {
       if (this.zeroFreeSince === null) this.zeroFreeSince = now
@@ -420,7 +479,7 @@ export class Pool {
 
     let at: number | null = null
     for (const r of this.reservations.values()) at = at === null ? r.expiresAt : Math.min(at, r.expiresAt)
-    const blocked = this.queue.length > 0 ? this.globalBlock() : null
+    const blocked = this.queue.size > 0 ? this.globalBlock() : null
     if (blocked === 'load' || blocked === 'memory') {
       // Re-sample only while someone waits on load or memory.
       const recheck = (this.sample?.at ?? now) + this.cfg.loadRecheckMs
@@ -435,7 +494,7 @@ export class Pool {
   private proc(pid: number, out: Effect[]): Proc {
     let p = this.procs.get(pid)
     if (!p) {
-      p = { pid, held: 0, grantedAt: [], everRead: false, openFiles: 0, group: null }
+      p = { pid, held: 0, grantedAt: [], everRead: false, returnedEarly: false, reserved: 0, openFiles: 0, group: null }
       p.group = this.groupOf(pid)
       this.procs.set(pid, p)
       if (pid !== 0) out.push({ kind: 'watch', pid })
@@ -446,18 +505,29 @@ export class Pool {
   /** Drop a process and take back what it holds. */
   private forget(p: Proc): void {
     if (p.held > 0) this.counters.reclaimed += p.held
-    this.heldTotal -= p.held
+    this.adjust(p, -p.held, 0)
     this.procs.delete(p.pid)
+    if (p.group !== null) this.queue.changed(p.pid, p.group)
   }
 
   // --- inspection ------------------------------------------------------------
+
+  /** Tokens a process holds now (0 for an unknown one; -1 after its early return). */
+  heldBy(pid: number): number {
+    return this.procs.get(pid)?.held ?? 0
+  }
+
+  /** Tokens taken back from exited processes since start. */
+  get reclaimedTotal(): number {
+    return this.counters.reclaimed
+  }
 
   snapshot(now: number = this.lastNow): PoolSnapshot {
     const holders = [...this.procs.values()]
       .filter((p) => p.held > 0)
       .map((p) => ({ pid: p.pid, tokens: p.held, heldForMs: p.grantedAt.map((t) => now - t) }))
     const global = this.globalBlock()
-    const waiters = this.queue.map((w) => ({
+    const waiters = this.queue.ordered().map((w) => ({
       pid: w.pid,
       fh: w.fh,
       how: w.how,
@@ -507,11 +577,25 @@ export class Pool {
     if (sum !== this.heldTotal) bad.push(`held total ${this.heldTotal} != sum over processes ${sum}`)
     if (this.free + this.heldTotal + this.reservations.size !== this.cfg.jobs) bad.push('free + held + reserved != jobs')
     for (const r of this.reservations.values()) if (!this.procs.has(r.pid)) bad.push(`reservation for gone pid ${r.pid}`)
-    for (const w of this.queue) if (!this.procs.has(w.pid)) bad.push(`waiter for gone pid ${w.pid}`)
-    const reqs = this.queue.filter((w) => w.how === 'read').map((w) => w.req)
+    const queued = this.queue.ordered()
+    for (const w of queued) if (!this.procs.has(w.pid)) bad.push(`waiter for gone pid ${w.pid}`)
+    const reqs = queued.filter((w) => w.how === 'read').map((w) => w.req)
     if (new Set(reqs).size !== reqs.length) bad.push('a read is queued twice')
+    let holders = 0
+    const groupCount = new Map<string, number>()
+    for (const p of this.procs.values()) {
+      if (p.held > 0) holders++
+      let reserved = 0
+      for (const r of this.reservations.values()) if (r.pid === p.pid) reserved++
+      if (reserved !== p.reserved) bad.push(`pid ${p.pid}: ${p.reserved} reservations counted, ${reserved} kept`)
+      if (p.group !== null) groupCount.set(p.group, (groupCount.get(p.group) ?? 0) + Math.max(0, p.held) + reserved)
+      if ((p.held < 0) !== this.earlyReturners.has(p)) bad.push(`pid ${p.pid}: early return bookkeeping`)
+    }
+    if (holders !== this.holderCount) bad.push(`${this.holderCount} holders counted, ${holders} hold`)
+    for (const [g, n] of groupCount) if (this.groupTokens(g) !== n) bad.push(`group ${g}: ${this.groupTokens(g)} tokens counted, ${n} held`)
+    if (this.earlyReturners.size > 0 && this.free > this.cfg.jobs) bad.push(`free ${this.free} > jobs with early returns in the pool`)
     // Nobody may wait while a token is free and admission would let them in.
-    if (this.globalBlock() === null && this.queue.some((w) => !this.atProcessLimit(w.pid) && !this.atGroupLimit(w.pid))) {
+    if (this.globalBlock() === null && queued.some((w) => !this.atProcessLimit(w.pid) && !this.atGroupLimit(w.pid))) {
       bad.push('a servable waiter waits')
     }
     for (const [root, name] of this.groupRoots) if (!this.groups.get(name)?.roots.has(root)) bad.push(`root ${root} of a gone group`)

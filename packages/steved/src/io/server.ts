@@ -30,7 +30,7 @@ export interface ServerDeps {
   threads?: ThreadMap
   /** Process ancestry for group membership (default: /proc). */
   ancestry?: (pid: number) => number[]
-  log?: (level: 'info' | 'debug', msg: string) => void
+  log?: (level: 'info' | 'debug' | 'warn', msg: string) => void
 }
 
 export interface IoctlRequest {
@@ -52,7 +52,7 @@ export class TokenServer {
   private readonly threads: ThreadMap
   private readonly now: () => number
   private readonly sample: () => MachineSample
-  private readonly log: (level: 'info' | 'debug', msg: string) => void
+  private readonly log: (level: 'info' | 'debug' | 'warn', msg: string) => void
   private timer: NodeJS.Timeout | null = null
   private readonly token = Buffer.from('+')
   private closed = false
@@ -70,14 +70,25 @@ export class TokenServer {
     this.threads = deps.threads ?? new ThreadMap()
     this.log = deps.log ?? (() => {})
     this.ready = new Promise((resolve) => (this.readyResolve = resolve))
-    this.watcher = new ProcessWatcher(deps.addon, (pid) => {
-      this.threads.forget(pid)
-      this.feed({ kind: 'exit', pid, now: this.now() })
-      for (const fn of this.exitHandlers) fn(pid)
-    })
+    this.watcher = new ProcessWatcher(
+      deps.addon,
+      (pid) => {
+        this.onProcessExit(pid)
+        for (const fn of this.exitHandlers) fn(pid)
+      },
+      (msg) => this.log('warn', msg),
+    )
     this.session = new deps.addon.Session((kind, id, fh, tid, uid, gid, a, b, data) =>
       this.onRequest(kind, id, fh, tid, uid, gid, a, b, data),
     )
+  }
+
+  /** A watched process is gone: take back what it held, and say so under -v. */
+  private onProcessExit(pid: number): void {
+    const held = this.pool.heldBy(pid)
+    this.threads.forget(pid)
+    this.feed({ kind: 'exit', pid, now: this.now() })
+    this.log('info', held > 0 ? `pid ${pid} exited holding ${held} token${held === 1 ? '' : 's'}: reclaimed` : `pid ${pid} exited`)
   }
 
   get nativeSession(): NativeSession {
@@ -140,9 +151,13 @@ export class TokenServer {
       case RequestKind.Poll:
         this.feed({ kind: 'poll', req: id, fh, pid: this.threads.tgid(tid), wantsNotify: a === 1, now })
         break
-      case RequestKind.Release:
+      case RequestKind.Release: {
+        const before = this.pool.reclaimedTotal
         this.feed({ kind: 'release', fh, now })
+        const n = this.pool.reclaimedTotal - before
+        if (n > 0) this.log('info', `the last file opened from outside our pid namespace was closed: reclaimed ${n} token${n === 1 ? '' : 's'}`)
         break
+      }
       case RequestKind.Interrupt:
         this.log('debug', `interrupt req=${id}`)
         this.feed({ kind: 'interrupt', req: id, now })

@@ -49,6 +49,14 @@ if cmd == "bigread":
     say("len", len(b))
     os.write(os.open(path, os.O_WRONLY), b)
 
+elif cmd == "drain-count":
+    # Take every free token without blocking, say how many, give them back.
+    fd = os.open(path, os.O_RDWR)
+    got = drain(fd)
+    say("drained", len(got))
+    if got:
+        os.write(fd, b"".join(got))
+
 elif cmd == "fcntl-nonblock":
     # Opened blocking (like make), switched to O_NONBLOCK later with fcntl.
     fd = os.open(path, os.O_RDONLY)
