@@ -10,7 +10,11 @@
 //      jobserver, reported as ERR_JOBSERVER_EOF rather than spun on.
 // The poll runs only while someone waits. steved reserves a token for a poller that it told
 // "readable" until that poller reads; a client that polled without meaning to read would sit
-// on that reservation and starve everyone else. So: no waiters, no poll.
+// on that reservation and starve everyone else. So: no waiters, no poll. Stopping our uv_poll
+// is not enough, though: a FUSE or CUSE server is never told that a poll ended, so steved
+// keeps our poll queued (and later reserves a token for it) until the open file is released.
+// When the last waiter leaves without a token (abort, cancel), the file is therefore opened
+// anew and the old one closed; FIFOs and pipes keep no such state and are left alone.
 //
 // Tokens go back as the byte that was read (make's manual: "write back the same character";
 // ninja's TECHNICAL NOTE). The implicit slot (the one job every make runs without a token) is
@@ -25,6 +29,14 @@ import { loadNative, type Native, type NativePoller } from './native'
 import { closeJobserver, openJobserver, type OpenedJobserver } from './open'
 
 const { EAGAIN, EINTR } = os.constants.errno
+
+// steved's control ioctl (docs/control.md): read a setting. jobclient asks for the pool size
+// so that a wait for more tokens than can ever be out at once fails at once instead of never
+// ending. Any other jobserver answers ENOTTY (or EINVAL) and is simply waited on.
+const STEVED_IOC_GET = 0xc0106a01
+const STEVED_KEY_JOBS = 0
+const STEVED_KEY_PER_PROCESS_LIMIT = 5
+const STEVED_FLAG_NONE = 1
 
 /** Fields every token has. */
 interface TokenBase {
@@ -157,6 +169,9 @@ export class JobClient {
   #implicitFree: boolean
   #nextId = 1
   #closed = false
+  // The read fd is a FUSE file or a character device: a server may keep our poll queued after
+  // we stop polling (see the top of this file), so a wait that ends without a token reopens it.
+  readonly #serverKeepsPolls: boolean
   // Scratch buffer of the 1-byte reads; reads happen one at a time on the loop thread.
   readonly #buf = Buffer.alloc(1)
 
@@ -197,6 +212,7 @@ export class JobClient {
     this.#implicitFree = this.#implicitSlot
     this.handleSignals = options.handleSignals ?? true
     this.#opened = openJobserver(auth)
+    this.#serverKeepsPolls = auth.style === 'fifo' && !isFifoFd(this.#opened.readFd)
     exitHooks.register(this)
   }
 
@@ -319,6 +335,8 @@ export class JobClient {
     if (!Number.isInteger(n) || n < 1) {
       return Promise.reject(new JobserverError('ERR_JOBSERVER_INVALID_ARG', `acquireMany(n): n must be an integer >= 1, got ${n}`))
     }
+    const impossible = this.#cannotEverHold(n)
+    if (impossible) return Promise.reject(new JobserverError('ERR_JOBSERVER_INVALID_ARG', impossible))
     return new Promise<Token[]>((resolve, reject) => {
       if (signal?.aborted) return reject(abortError(signal))
       let got: Token[] = []
@@ -453,8 +471,61 @@ export class JobClient {
       const i = this.#waiters.indexOf(waiter)
       if (i < 0) return
       this.#waiters.splice(i, 1)
+      const wasPolling = this.#polling
       this.#updatePolling()
+      if (wasPolling && !this.#polling) this.#forgetServerPoll()
     }
+  }
+
+  // Withdraw our poll from a server that keeps it after we stop polling: open the file again
+  // (first, so this process never has zero files open, which steved reads as "gone" for
+  // callers outside its pid namespace) and close the one that was polled. The release of
+  // that open file drops its queued poll and any token reserved for it.
+  #forgetServerPoll(): void {
+    if (!this.#serverKeepsPolls || this.#closed) return
+    let fresh: number
+    try {
+      fresh = fs.openSync(this.#opened.path, fs.constants.O_RDWR | fs.constants.O_NONBLOCK)
+    } catch {
+      // Cannot reopen (the path went away): keep the old file; the server's reservation
+      // expiry still bounds what the stale poll costs others.
+      return
+    }
+    const old = this.#opened.readFd
+    this.#poller?.close()
+    this.#poller = undefined
+    this.#opened.readFd = fresh
+    this.#opened.writeFd = fresh
+    try {
+      fs.closeSync(old)
+    } catch {
+      // Gone either way on Linux.
+    }
+  }
+
+  // Why `n` tokens can never be held at once, when the jobserver is steved and says so;
+  // undefined when they can, or when nothing can be known (a FIFO, make, another server).
+  #cannotEverHold(n: number): string | undefined {
+    const explicit = n - (this.#implicitSlot ? 1 : 0)
+    if (explicit <= 1 || !this.#serverKeepsPolls) return undefined
+    const get = (key: number): number | null | undefined => {
+      const buf = Buffer.alloc(16)
+      buf.writeUInt32LE(key, 0)
+      const r = this.#native.ioctl(this.#opened.readFd, STEVED_IOC_GET, buf)
+      if (r < 0 || buf.readUInt32LE(0) !== key) return undefined
+      return buf.readUInt32LE(4) & STEVED_FLAG_NONE ? null : buf.readDoubleLE(8)
+    }
+    const jobs = get(STEVED_KEY_JOBS)
+    if (typeof jobs !== 'number') return undefined
+    const perProcess = get(STEVED_KEY_PER_PROCESS_LIMIT)
+    const slot = this.#implicitSlot ? ' besides the implicit slot' : ''
+    if (explicit > jobs) {
+      return `cannot hold ${n} tokens at once: steved at ${this.#opened.path} has ${jobs} in all (its jobs setting)${slot}; ask for at most ${jobs + n - explicit}`
+    }
+    if (typeof perProcess === 'number' && explicit > perProcess) {
+      return `cannot hold ${n} tokens at once: steved at ${this.#opened.path} lets one process hold at most ${perProcess} (its per-process-limit)${slot}; ask for at most ${perProcess + n - explicit}`
+    }
+    return undefined
   }
 
   #onPoll(status: number): void {
@@ -547,6 +618,14 @@ export function withToken<T>(
   options?: AcquireOptions,
 ): Promise<T> {
   return client.withToken(fn, options)
+}
+
+function isFifoFd(fd: number): boolean {
+  try {
+    return fs.fstatSync(fd).isFIFO()
+  } catch {
+    return true
+  }
 }
 
 function pathExists(path: string): boolean {
