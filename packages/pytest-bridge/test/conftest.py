@@ -98,6 +98,10 @@ class Steved:
         return st
 
     def stop(self) -> None:
+        died = self.proc.poll()
+        if died is not None:
+            # Stopped by the test itself, or died: its last words are in the failure report.
+            print(f"steved on {self.path} had exited with {died}; its stderr:\n{self.stderr_file.read_text(errors='replace')[-4000:]}")
         if self.proc.poll() is None:
             try:
                 self.proc.send_signal(signal.SIGCONT)
@@ -156,7 +160,9 @@ class Run:
     log: list[str] = field(default_factory=list)
 
     def header(self) -> str:
-        lines = [l for l in self.out.splitlines() if l.startswith("jobserver:")]
+        # The report header ends at the first blank line (the end-of-run line also starts "jobserver:").
+        head = self.out.split("\n\n", 1)[0]
+        lines = [l for l in head.splitlines() if l.startswith("jobserver:")]
         assert len(lines) == 1, f"expected one jobserver header line in:\n{self.out}"
         return lines[0]
 
@@ -177,7 +183,7 @@ def parse_log(lines: list[str]) -> tuple[list[Job], list[tuple[str, Optional[int
     collects: list[tuple[str, Optional[int]]] = []
     for line in lines:
         w = line.split()
-        if not w:
+        if not w or w[0] not in ("start", "end", "collect"):
             continue
         tok = None if w[-1] == "None" else int(w[-1])
         if w[0] == "start":
@@ -189,6 +195,11 @@ def parse_log(lines: list[str]) -> tuple[list[Job], list[tuple[str, Optional[int
             collects.append((w[1], tok))
     unfinished = {name: (worker, tok) for name, (_, worker, tok) in starts.items()}
     return jobs, collects, unfinished
+
+
+def slots(lines: list[str]) -> dict[str, str]:
+    """Test name -> what it ran in, as the plugin said (token, implicit, shared, None)."""
+    return {w[1]: w[3] for w in (l.split() for l in lines) if len(w) == 4 and w[0] == "slot"}
 
 
 def max_overlap(jobs: list[Job]) -> int:
@@ -292,6 +303,9 @@ class Inner:
             stdout=open(self.tmp / "started.out", "wb"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # A suite started in the background by a non-interactive shell inherits SIGINT
+            # ignored, and Python then never raises KeyboardInterrupt: the callers send SIGINT.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
 
     def wait_log(self, pred, timeout: float = 120.0) -> list[str]:

@@ -82,8 +82,7 @@ def find_agent(env: Mapping[str, str]) -> list[str]:
         return [_node(env), str(js)]
     raise AgentError(
         "ERR_AGENT_NOT_FOUND",
-        "the jobserver plugin needs steved's `jobclient` command and it is not on PATH; install "
-        f"steved's jobclient, or set {AGENT_ENV}='node /path/to/steved/packages/jobclient/bin/jobclient.js'",
+        "steved's `jobclient` command, through which the jobserver plugin takes tokens, is not on PATH",
     )
 
 

@@ -5,6 +5,7 @@ Log lines (appended with O_APPEND, so lines from concurrent workers never mix):
     end NAME MONOTONIC_NS WORKER TOKEN
     collect WORKER TOKEN              written while the worker collects
     kill NAME WORKER TOKEN            written just before a test kills its worker
+    slot NAME WORKER SLOT             what the test ran in (plugin.held_slot: token, implicit, shared)
 TOKEN is what the plugin says this process holds (None: implicit slot or no jobserver).
 """
 
@@ -36,6 +37,14 @@ def held(config):
     except ImportError:
         return None
     return held_token(config)
+
+
+def slot(config):
+    try:
+        from pytest_steved_jobserver.plugin import held_slot
+    except ImportError:
+        return None
+    return held_slot(config)
 
 
 def pytest_collection_finish(session):
@@ -72,6 +81,7 @@ def job(request, jobserver_token):
 
     def run(seconds):
         name = request.node.name
+        record("slot", name, worker(), slot(request.config))
         record("start", name, time.monotonic_ns(), worker(), jobserver_token)
         k = int(os.environ.get("INNER_BARRIER", "0"))
         if k:
