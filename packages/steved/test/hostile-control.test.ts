@@ -91,6 +91,19 @@ t.test('groups belong to their creator: another user may not change, join, disso
   t.equal((await asUser('group', 'remove', 'mine')).code, 1, 'nor dissolve it')
   t.equal((await ctl(s.path, 'group', 'remove', 'mine')).code, 0, 'root may')
 
+  // Squatting: the user makes a group under a name root will use; root's join starts it afresh.
+  const squatter = start(t, 'setpriv', u.as('sleep', '300'))
+  t.equal((await asUser('group', 'join', 'dev-qt/qtwebengine-6', String(squatter.pid), 'none')).code, 0)
+  const rootBuild = sleeper(false)
+  t.equal((await ctl(s.path, 'group', 'join', 'dev-qt/qtwebengine-6', String(rootBuild.pid), '2')).code, 0)
+  st = await status(s)
+  t.match(
+    st.groups.find((g: { name: string }) => g.name === 'dev-qt/qtwebengine-6'),
+    { limit: 2, owner: 0, roots: [rootBuild.pid] },
+    "a user's group under a name root uses loses the user's trees: they do not eat root's cap",
+  )
+  t.equal((await ctl(s.path, 'group', 'remove', 'dev-qt/qtwebengine-6')).code, 0)
+
   const own = start(t, 'setpriv', u.as('sleep', '300'))
   t.equal((await asUser('group', 'join', 'own', String(own.pid), '1')).code, 0)
   t.equal((await asUser('group', 'remove', 'own')).code, 0, 'the user dissolves a group they own')

@@ -176,12 +176,17 @@ export function controlHandler(server: TokenServer, opts: ControlOptions): Ioctl
         if (g.op === GROUP_OP_JOIN) {
           const owner = uidOf(g.pid, procRoot)
           if (owner === null) return { errno: E.ESRCH }
+          const target = server.pool.groupInfo(g.name)
           if (!admin) {
             if (owner !== req.uid) return { errno: E.EPERM }
-            const target = server.pool.groupInfo(g.name)
             if (target && target.owner !== req.uid) return { errno: E.EPERM }
             const current = server.pool.groupOfProcess(g.pid)
             if (current && current.owner !== req.uid) return { errno: E.EPERM }
+          } else if (target && target.owner !== 0 && target.owner !== req.uid && target.owner !== owner) {
+            // An admin brings another uid's processes into a group a user made: start it afresh,
+            // so nobody can squat a name an admin will use and have their trees eat its cap.
+            server.group(g.name, null, null)
+            opts.log?.(`group ${g.name} of uid ${target.owner} dissolved: pid ${req.pid} (uid ${req.uid}) starts it afresh`)
           }
           server.group(g.name, g.pid, g.limit, req.uid)
           opts.log?.(`pid ${req.pid} (uid ${req.uid}) put the tree of pid ${g.pid} into group ${g.name} (limit ${g.limit ?? 'none'})`)
