@@ -269,6 +269,39 @@ def scale(ctx, d, md):
                       + (f" {u['rss_growth_kib'] / 1024:.0f} MiB |" if sr.get("rows_unbounded") else ""))
         md.append("")
 
+    cw = d.get("capped_waiters")
+    if cw and cw.get("rows"):
+        before = {r["capped_waiters"]: r for r in cw.get("rows_before", [])}
+        env = cw.get("rows_environment")
+        md.append("Many capped waiters: N processes of a tree in a group capped at one token park a blocking read "
+                  "(all of them capped) while 8 other clients do acquire+release"
+                  + (f"; the wait queue before the change ({cw.get('rows_before_steved', 'an older steved')}) is shown for comparison" if before else "")
+                  + (f" (measured {env['date'][:10]}, commit {env['commit']}, load average {env['loadavg_at_start'][0]} at start)" if env else "") + ":\n")
+        md.append("| capped waiters | others' round trip median / p99 µs | round trips/s |" + (" before: median / p99 µs | before: round trips/s |" if before else ""))
+        md.append("|---|---|---|" + ("---|---|" if before else ""))
+        for r in cw["rows"]:
+            b = before.get(r["capped_waiters"])
+            x = r["rt_8_clients"]
+            md.append(f"| {r['capped_waiters']} | {fmt(x['median_us'])} / {fmt(x['p99_us'])} | {fmt(x['round_trips_per_s'])} |"
+                      + ((f" {fmt(b['rt_8_clients']['median_us'])} / {fmt(b['rt_8_clients']['p99_us'])} | {fmt(b['rt_8_clients']['round_trips_per_s'])} |" if b else " | |") if before else ""))
+        md.append("")
+        md.append("![round trip against capped waiters](capped_waiters.png)\n")
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        ns = [r["capped_waiters"] for r in cw["rows"]]
+        ax.plot(ns, [r["rt_8_clients"]["median_us"] for r in cw["rows"]], "o-", color=COLORS["steved"], label="steved median")
+        ax.plot(ns, [r["rt_8_clients"]["p99_us"] for r in cw["rows"]], "o--", color=COLORS["steved"], alpha=0.6, label="steved p99")
+        if before:
+            bs = sorted(before)
+            ax.plot(bs, [before[n]["rt_8_clients"]["median_us"] for n in bs], "s-", color="gray", label="before the change, median")
+            ax.plot(bs, [before[n]["rt_8_clients"]["p99_us"] for n in bs], "s--", color="gray", alpha=0.6, label="before the change, p99")
+        ax.set_yscale("log")
+        ax.set_xlabel("capped waiters parked (one group, cap 1)")
+        ax.set_ylabel("µs per acquire+release of 8 other clients")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.suptitle("Capped waiters do not slow everyone else down")
+        save(fig, ctx, "capped_waiters")
+
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     for kind in ("fifo", "c-server", "steved"):
         rs = [next(r for r in rows if r["clients"] == n and r["kind"] == kind) for n in counts]

@@ -12,6 +12,7 @@ waiting for a CPU; the FIFO row shows how much of it that is.
 import time
 
 from common import BUILD, CServer, Ctx, Fifo, Steved, environment, run_json, write_json
+import capped_waiters
 import status_readers
 
 RT = str(BUILD / "rtbench")
@@ -69,5 +70,6 @@ def run(ctx: Ctx) -> dict:
         ctx.say(f"scale: {n} clients done")
     out["clients"] = rows
     out["status_readers"] = {"what": status_readers.WHAT, "rows": status_readers.run_status_readers(ctx)}
+    out["capped_waiters"] = {"what": capped_waiters.WHAT, "rows": capped_waiters.run_capped_waiters(ctx)}
     write_json(ctx, "scale", out)
     return out

@@ -1,0 +1,110 @@
+"""Many capped waiters (issue 14): a process tree in a group capped at one token holds that token
+while N of its processes park a blocking read (every one of them is capped), and 8 other clients
+do acquire+release. Each release asks steved whom to serve next; before the wait queue was
+restructured that meant looking at every capped waiter (and counting the group's tokens for
+each), so everyone's round trip grew with N. Reported per N: the 8 clients' median and p99 round
+trip. Run alone: python bench/py/capped_waiters.py --work DIR [--quick] [--steved BIN] [--key K],
+which merges the rows into bench/results/scale.json (--key rows_before with --steved of a
+checkout before the change, for the comparison).
+"""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+from common import BUILD, Ctx, Steved, run_json  # noqa: E402
+
+RT = str(BUILD / "rtbench")
+WHAT = __doc__.strip().split("\n\n")[0]
+
+# The group root: prints its pid, waits for "go" (it is in the group by then), takes the group's
+# one token, forks N children that each park a blocking read, and says "parked" once all have
+# opened the file (steved's report confirms they wait).
+TREE = r"""
+import os, sys, time
+path, n = sys.argv[1], int(sys.argv[2])
+print(os.getpid(), flush=True)
+sys.stdin.readline()
+fd = os.open(path, os.O_RDWR)
+os.read(fd, 1)
+up_r, up_w = os.pipe()
+for i in range(n):
+    if os.fork() == 0:
+        f = os.open(path, os.O_RDONLY)
+        os.write(up_w, b"o")
+        os.read(f, 1)
+        time.sleep(3600)
+        os._exit(0)
+for _ in range(n):
+    os.read(up_r, 1)
+print("parked", flush=True)
+time.sleep(3600)
+"""
+
+
+def stevectl() -> Path:
+    return Path(common.STEVED_BIN).parent / "stevectl.js"
+
+
+def run_capped_waiters(ctx: Ctx) -> list:
+    rows = []
+    for n in (0, 100, 300) if ctx.quick else (0, 100, 300, 1000):
+        with Steved(ctx, 9, False, name=f"steved-capped-{n}") as s:
+            tree = subprocess.Popen([sys.executable, "-c", TREE, s.path, str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    text=True, start_new_session=True)
+            try:
+                root = int(tree.stdout.readline())
+                subprocess.run(["node", str(stevectl()), "--device", s.path, "group", "join", "capped", str(root), "1"], check=True,
+                               capture_output=True, timeout=60)
+                tree.stdin.write("go\n")
+                tree.stdin.flush()
+                assert tree.stdout.readline().strip() == "parked"
+                deadline = time.monotonic() + 60
+                while True:
+                    capped = s.report().count("because: group-limit")
+                    if capped >= n or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.2)
+                r = run_json([RT, "rt", s.path, "8", "10000000", "100", "2" if ctx.quick else "4"], timeout=120)
+            finally:
+                os.killpg(tree.pid, signal.SIGKILL)
+                tree.wait()
+            rows.append({
+                "capped_waiters": n,
+                "capped_waiters_seen": capped,
+                "rt_8_clients": {k: r[k] for k in ("ops", "median_us", "p99_us", "round_trips_per_s")},
+            })
+        ctx.say(f"scale: {n} capped waiters done")
+    return rows
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", required=True, type=Path)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--steved", type=Path, help="another steved.js (e.g. an older checkout) to measure; its stevectl.js beside it")
+    ap.add_argument("--print-only", action="store_true", help="print the rows, leave scale.json alone")
+    ap.add_argument("--key", default="rows", help="where in scale.json's capped_waiters to put them (rows_before for a steved before the change)")
+    a = ap.parse_args()
+    if a.steved:
+        common.STEVED_BIN = a.steved
+    a.work.mkdir(parents=True, exist_ok=True)
+    rows = run_capped_waiters(Ctx(work=a.work, out=a.work, quick=a.quick))
+    print(json.dumps(rows, indent=2))
+    if not a.print_only:
+        f = common.ROOT / "bench" / "results" / "scale.json"
+        d = json.loads(f.read_text())
+        cw = d.setdefault("capped_waiters", {"what": WHAT})
+        cw[a.key] = rows
+        cw[a.key + "_environment"] = common.environment()
+        if a.steved:
+            cw[a.key + "_steved"] = str(a.steved)
+        f.write_text(json.dumps(d, indent=1) + "\n")  # as common.write_json
