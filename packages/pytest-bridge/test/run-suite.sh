@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The pytest-bridge suite: the `-p jobserver` plugin with real pytest + pytest-xdist from the
 # project venv, a real steved on FUSE files and real `jobclient agent` processes.
+# test_wheel.py also builds the plugin's wheel, installs it into a fresh venv with pytest and
+# pytest-xdist from PyPI, and runs more-itertools' sdist suite under it: it needs PyPI.
 # Needs root and /dev/fuse (fails, never skips, without them), and scripts/setup.sh done.
 # Last line: "N passed, N failed" (scripts/test.sh adds it up); exit status non-zero on failure.
 set -uo pipefail
