@@ -32,11 +32,11 @@ function throwAwayUser(t: Test, suffix: string): { name: string; uid: number; as
   return { name, uid, as: (cmd, ...args) => ['--reuid', String(uid), '--regid', gid, '--init-groups', cmd, ...args] }
 }
 
-/** A steved whose directory other users may enter (mkdtemp makes it 0700). */
+/** A steved any user may open: its directory is 0755 (mkdtemp makes it 0700), its file 0666. */
 async function openSteved(t: Test, jobs: number | null, args: string[] = []): Promise<RunningSteved> {
   const dir = tmpDir(t)
   fs.chmodSync(dir, 0o755)
-  return startSteved(t, { jobs, dir, args })
+  return startSteved(t, { jobs, dir, args: ['--mode', '0666', ...args] })
 }
 
 async function status(s: RunningSteved): Promise<any> {
