@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -76,11 +77,11 @@ Session::Session(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Session>(inf
 }
 
 Session::~Session() {
-  Shutdown();
+  Shutdown("");
   napi_remove_env_cleanup_hook(env_, &Session::CleanupHook, this);
 }
 
-void Session::CleanupHook(void* arg) { static_cast<Session*>(arg)->Shutdown(); }
+void Session::CleanupHook(void* arg) { static_cast<Session*>(arg)->Shutdown(""); }
 
 // --- the operations the kernel sends -------------------------------------------------------
 
@@ -356,7 +357,7 @@ void Session::StopPolling() {
   poll_ = nullptr;
 }
 
-void Session::Shutdown() {
+void Session::Shutdown(const std::string& unmount_path) {
   if (closed_) return;
   closed_ = true;
   StopPolling();
@@ -366,7 +367,10 @@ void Session::Shutdown() {
   for (auto& kv : poll_handles_) fuse_pollhandle_destroy(kv.second);
   poll_handles_.clear();
   if (se_ != nullptr) {
-    if (mounted_) fuse_session_unmount(se_);
+    // The caller may name the mount another way (/proc/self/fd/N of a handle it kept): the
+    // path we mounted on is gone when a directory above it was renamed.
+    bool done = !unmount_path.empty() && umount2(unmount_path.c_str(), MNT_DETACH) == 0;
+    if (mounted_ && !done) fuse_session_unmount(se_);
     fuse_session_destroy(se_);
     se_ = nullptr;
   }
@@ -524,9 +528,12 @@ Napi::Value Session::NotifyPoll(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), fuse_lowlevel_notify_poll(it->second));
 }
 
-// close(): idempotent; unmounts (FUSE) or unregisters (CUSE).
+// close(unmountPath?): idempotent; unmounts (FUSE; through unmountPath when given and that
+// works) or unregisters (CUSE).
 Napi::Value Session::Close(const Napi::CallbackInfo& info) {
-  Shutdown();
+  std::string unmount_path;
+  if (info.Length() > 0 && info[0].IsString()) unmount_path = info[0].As<Napi::String>();
+  Shutdown(unmount_path);
   return info.Env().Undefined();
 }
 

@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include <memory>
+#include <string>
 #include <time.h>
 #include <unordered_map>
 #include <vector>
@@ -72,7 +73,7 @@ class Session : public Napi::ObjectWrap<Session> {
   int StartPolling();
   void StopPolling();
   void Pump();
-  void Shutdown();
+  void Shutdown(const std::string& unmount_path);
 
   Napi::Env env_ = nullptr;
   Napi::FunctionReference on_request_;

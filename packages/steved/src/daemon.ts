@@ -52,6 +52,8 @@ export interface StartInfo {
 }
 
 export const DEFAULT_FUSE_PATH = '/run/steved/jobserver'
+/** open(2)'s O_PATH on Linux (x86-64 and arm64); Node's fs.constants lacks it. */
+const O_PATH = 0o10000000
 export const DEFAULT_DEV_NAME = 'steve'
 
 export interface Daemon {
@@ -140,6 +142,8 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
     statusJson: () => JSON.stringify(status()),
     log: (m) => log('info', m),
   })
+  /** An O_PATH descriptor of the mounted file (FUSE transport), for the unmount. */
+  let mountFd: number | null = null
   let stoppedResolve!: (why: string) => void
   const stopped = new Promise<string>((r) => (stoppedResolve = r))
   let down = false
@@ -207,6 +211,14 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
     if (r !== 0) {
       throw new StevedError('ERR_STEVED_MOUNT', `mounting ${where} failed (${r})`, 'see the libfuse message above; is /dev/fuse accessible and are you root?')
     }
+    // A handle on the mount itself: if someone renames a directory above it, the path we were
+    // given names nothing, but /proc/self/fd/N still leads to the mount. O_PATH opens without
+    // sending FUSE a request (none could be answered: this thread serves them).
+    try {
+      mountFd = fs.openSync(file, O_PATH)
+    } catch (e) {
+      log('warn', `cannot keep a handle on the mount (${(e as NodeJS.ErrnoException).code}); a rename of its directory would keep it from being unmounted`)
+    }
     return { transport: 'fuse', path: file, makeflags: `--jobserver-auth=fifo:${file}` }
   }
 
@@ -248,8 +260,9 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
    * the mount, so no stale mount outlives us.
    */
   const armUnmounter = (file: string): void => {
-    const child = spawn('sh', ['-c', 'cat >/dev/null; exec umount -l "$1"', 'steved-unmount', file], {
-      stdio: ['pipe', 'ignore', 'ignore'],
+    // fd 3 is the handle on the mount: it still finds it after a rename of a directory above.
+    const child = spawn('sh', ['-c', 'cat >/dev/null; umount -l /proc/self/fd/3 2>/dev/null || exec umount -l "$1"', 'steved-unmount', file], {
+      stdio: ['pipe', 'ignore', 'ignore', mountFd ?? 'ignore'],
       detached: true,
     })
     child.on('error', (e) => log('warn', `cannot start the unmount helper: ${e.message}`))
@@ -289,7 +302,11 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
     shutdown(): void {
       if (down) return
       down = true
-      server.close()
+      // Unmount through the handle, so a renamed directory above the mount does not leave it
+      // behind. Without root (--user) that fails and the unmount helper does it when we exit.
+      server.close(mountFd !== null ? `/proc/self/fd/${mountFd}` : undefined)
+      if (mountFd !== null) fs.closeSync(mountFd)
+      mountFd = null
       stoppedResolve('shut down')
     },
     report(): string {

@@ -51,7 +51,8 @@ export interface NativeSession {
   replyPoll(id: number, revents: number): number
   replyIoctl(id: number, result: number, data?: Buffer): number
   notifyPoll(fh: number): number
-  close(): void
+  /** Stop: answer parked requests, unmount (through `unmountPath` if given and that works). */
+  close(unmountPath?: string): void
 }
 
 export interface NativeFdPoll {

@@ -110,3 +110,24 @@ t.test('-v logs what its help promises: start-up, process exits, reclaimed token
   const help = await run(process.execPath, [STEVED_BIN, '--help'])
   t.match(help.stdout.replace(/\s+/g, ' '), /-v, --verbose log start-up \(settings\), every client process exit and the tokens reclaimed from it/)
 })
+
+t.test('a rename of a directory above the mount, then SIGTERM: nothing is left mounted', async (t) => {
+  const top = fs.mkdtempSync(path.join(os.tmpdir(), 'steved-rename-'))
+  fs.mkdirSync(path.join(top, 'a'))
+  t.teardown(() => {
+    for (const m of stevedMounts()) if (m.startsWith(top)) spawnSync('umount', ['-l', m])
+    fs.rmSync(top, { recursive: true, force: true })
+  })
+  const s = await spawnSteved(t, path.join(top, 'a', 'jobserver'), ['-j', '2'])
+  let err = ''
+  s.child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d))
+  t.match(await takeOne(s.file), /^len 1$/m)
+  fs.renameSync(path.join(top, 'a'), path.join(top, 'b'))
+  const moved = path.join(top, 'b', 'jobserver')
+  t.ok(stevedMounts().includes(moved), 'the mount moved with its directory')
+  t.match(await takeOne(moved), /^len 1$/m, 'and still serves there')
+  s.child.kill('SIGTERM')
+  t.same(await s.exited, { code: 0, signal: null }, 'clean exit')
+  t.same(stevedMounts().filter((m) => m.startsWith(top)), [], 'no mount left under the renamed directory (before: a dead mount at b/jobserver)')
+  t.notMatch(err, /failed to unmount/, 'and no unmount failure logged')
+})

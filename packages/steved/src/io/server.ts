@@ -231,13 +231,16 @@ export class TokenServer {
     }, Math.min(MAX_TIMER_MS, Math.max(0, Math.ceil(at - this.now()))))
   }
 
-  /** Stop serving: unmount or unregister, stop watching. Safe to call twice. */
-  close(): void {
+  /**
+   * Stop serving: unmount or unregister, stop watching. Safe to call twice. `unmountPath`
+   * names the mount another way than the path it was made on (a kept handle).
+   */
+  close(unmountPath?: string): void {
     if (this.closed) return
     this.closed = true
     if (this.timer) clearTimeout(this.timer)
     this.timer = null
     this.watcher.close()
-    this.session.close()
+    this.session.close(unmountPath)
   }
 }
