@@ -4,8 +4,12 @@ import * as fs from 'node:fs'
 
 /**
  * FUSE requests carry the caller's thread id; tokens belong to its process (TGID).
- * Lookups are cached per thread id until the process exits (forget()). A thread id can
- * only be reused after its whole process is gone or after the pid space (4M) wraps.
+ * Lookups are cached per thread id until the process exits (forget()). A thread's id is
+ * free again as soon as that thread ends, while its process lives on, and may become a new
+ * process's pid (pid_max is 32768 by default): so a cached mapping of a thread that is not
+ * its process's main thread is used only while /proc/TGID/task/TID still exists (one stat,
+ * no descriptor). The caller is inside its request, so its thread exists: when that entry is
+ * gone, the id belongs to someone else now and is looked up afresh.
  */
 export class ThreadMap {
   private readonly tgidOfTid = new Map<number, number>()
@@ -16,7 +20,10 @@ export class ThreadMap {
   tgid(tid: number): number {
     if (tid <= 0) return 0
     const known = this.tgidOfTid.get(tid)
-    if (known !== undefined) return known
+    if (known !== undefined) {
+      if (known === tid || fs.existsSync(`${this.procRoot}/${known}/task/${tid}`)) return known
+      this.drop(tid, known)
+    }
     let tgid = tid
     try {
       const m = /^Tgid:\s+(\d+)$/m.exec(fs.readFileSync(`${this.procRoot}/${tid}/status`, 'latin1'))
@@ -30,6 +37,14 @@ export class ThreadMap {
     if (tids) tids.push(tid)
     else this.tidsOfTgid.set(tgid, [tid])
     return tgid
+  }
+
+  private drop(tid: number, tgid: number): void {
+    this.tgidOfTid.delete(tid)
+    const tids = this.tidsOfTgid.get(tgid)
+    if (!tids) return
+    const i = tids.indexOf(tid)
+    if (i >= 0) tids.splice(i, 1)
   }
 
   forget(tgid: number): void {
