@@ -48,13 +48,18 @@ export function tmpDir(t: Teardown, prefix = 'steved-test-'): string {
 
 export async function startSteved(
   t: Teardown,
-  /** jobs null: no -j, so a --config file may set it. */
-  opts: { jobs: number | null; args?: string[]; dir?: string; env?: NodeJS.ProcessEnv } = { jobs: 2 },
+  /**
+   * jobs null: no -j, so a --config file may set it. Tests get --mode 0666 (clients run as
+   * other users too) unless they pass their own --mode or ask for steved's default access.
+   */
+  opts: { jobs: number | null; args?: string[]; dir?: string; env?: NodeJS.ProcessEnv; defaultAccess?: boolean } = { jobs: 2 },
 ): Promise<RunningSteved> {
   requireFuseRoot()
   const dir = opts.dir ?? tmpDir(t)
   const file = path.join(dir, 'jobserver')
-  const child = spawn(process.execPath, [STEVED_BIN, '--transport', 'fuse', '--path', file, ...(opts.jobs === null ? [] : ['-j', String(opts.jobs)]), ...(opts.args ?? [])], {
+  const args = opts.args ?? []
+  const mode = opts.defaultAccess || args.some((a) => a === '--mode' || a.startsWith('--mode=')) ? [] : ['--mode', '0666']
+  const child = spawn(process.execPath, [STEVED_BIN, '--transport', 'fuse', '--path', file, ...(opts.jobs === null ? [] : ['-j', String(opts.jobs)]), ...mode, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...opts.env },
   })

@@ -4,6 +4,7 @@
 import { Command, CommanderError, Option } from 'commander'
 import * as os from 'node:os'
 
+import { defaultAccess } from './access'
 import { parseListenAddress, type ListenAddress } from './control/metrics'
 import { MAX_TIMEOUT_SECONDS, MAX_TOKENS } from './control/protocol'
 import { DEFAULT_RESERVATION_EXPIRY_MS, defaultConfig } from './core'
@@ -82,7 +83,7 @@ export function buildCommand(): Command {
     .addOption(new Option('--transport <kind>', 'cuse: a character device; fuse: a FUSE-mounted file; auto: cuse if /dev/cuse exists').choices(['auto', 'fuse', 'cuse']).default('auto'))
     .addOption(new Option('--dev-name <name>', 'CUSE device name: /dev/<name>').default(DEFAULT_DEV_NAME))
     .addOption(new Option('--path <file>', 'the regular file the FUSE transport mounts over').default(DEFAULT_FUSE_PATH))
-    .addOption(new Option('--mode <octal>', 'permission bits of the file or device').argParser(octalMode).default(0o666, '0666'))
+    .addOption(new Option('--mode <octal>', 'permission bits of the file or device (default: 0660 for group jobserver when it exists, else 0600, root only; 0666 lets anyone take tokens)').argParser(octalMode))
     .addOption(new Option('--group <group>', 'group owning the file or device (e.g. jobserver, with --mode 0660)').argParser(nonEmpty('--group')))
     .addOption(new Option('-u, --user <user>', 'drop to this user once the file or device is set up').argParser(nonEmpty('-u/--user')))
     .addOption(new Option('--admin-group <group>', 'members of this group may change settings at runtime (stevectl --set-*); root always may').argParser(nonEmpty('--admin-group')))
@@ -139,8 +140,7 @@ export function parseArgs(argv: string[], write: (s: string) => void = (s) => pr
       transport: o.transport as Transport,
       path: String(o.path),
       devName: name,
-      mode: o.mode as number,
-      group: (o.group as string | undefined) ?? null,
+      ...defaultAccess(o.mode as number | undefined, (o.group as string | undefined) ?? null),
       user: (o.user as string | undefined) ?? null,
       adminGroup: (o.adminGroup as string | undefined) ?? null,
     },

@@ -1,6 +1,7 @@
 // The steved process: read the configuration, parse, start, print how to use it, serve until
 // a signal. SIGHUP re-reads the configuration and applies it live.
 
+import { describeAccess } from './access'
 import { parseArgs, VERSION } from './cli'
 import { loadConfig, loadConfigAsync } from './config'
 import { isLoopback, startMetricsServer, type MetricsServer } from './control/metrics'
@@ -117,7 +118,8 @@ export async function main(argv: string[]): Promise<number> {
     quietWrite(
       process.stdout,
       `steved ${VERSION}: serving ${c.jobs} token${c.jobs === 1 ? '' : 's'} over ${info.transport === 'cuse' ? 'CUSE device' : 'FUSE file'} ${info.path}\n` +
-        `MAKEFLAGS=${info.makeflags}\n`,
+        `MAKEFLAGS=${info.makeflags}\n` +
+        `${describeAccess(options.mode, options.group)}\n`,
     )
     if (info.transport === 'fuse') {
       quietWrite(process.stdout, 'note: upstream ninja only accepts real FIFOs or (master) character devices; GNU make >= 4.4, cargo, Portage and pytest work.\n')

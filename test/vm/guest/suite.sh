@@ -18,6 +18,7 @@ P1="steved-start device-node device-default-mode read-write nonblock-open fcntl-
  blocking-read-wakeup poll-wakeup epoll-wakeup epoll-et-wakeup select-wakeup poll-reservation
  fifo-order reclaim-killed-holder reclaim-killed-holder-fd-shared eintr eintr-sa-restart
  kill-parked-reader stop-cont-parked-reader thread-read-main-return kill-grant-race unprivileged-client
+ default-non-member-denied
  stevectl-get stevectl-status-json holder-killed-after-status stevectl-resize-wakes-reader
  stevectl-set-back jobclient-run jobclient-run-returns gnu-make-parallel gnu-make-tokens-returned steved-survived server-killed"
 P2="restart-registers restart-serves second-instance-refused first-instance-unharmed
@@ -238,7 +239,8 @@ else
 fi
 mode=$(stat -c '%a %U:%G' $DEV 2>&1)
 echo "## device mode and owner with default options: $mode"
-[ "$mode" = "666 root:root" ] && ok device-default-mode || notok device-default-mode "$mode, want 666 root:root (steved's --mode default 0666)"
+# No --mode: root and the jobserver group (the guest has one, etc-group), as steve does.
+[ "$mode" = "660 root:jobserver" ] && ok device-default-mode || notok device-default-mode "$mode, want 660 root:jobserver (steved's default with a jobserver group)"
 
 for t in read-write nonblock-open fcntl-nonblock blocking-read-wakeup poll-wakeup epoll-wakeup \
          epoll-et-wakeup select-wakeup poll-reservation fifo-order reclaim-killed-holder \
@@ -246,7 +248,9 @@ for t in read-write nonblock-open fcntl-nonblock blocking-read-wakeup poll-wakeu
          stop-cont-parked-reader thread-read-main-return kill-grant-race; do
   vt $t $t
 done
-vt_with $VT runas 1001 1001 -- unprivileged-client access-ok
+# The default access is the jobserver group's: a member may use the device, others not.
+vt_with $VT runasg 1001 1001 "$(grep '^jobserver:' /etc/group | cut -d: -f3)" -- unprivileged-client access-ok
+vt_with $VT runas 1002 1002 -- default-non-member-denied access-denied
 ctl_tests
 jobclient_test
 make_test
