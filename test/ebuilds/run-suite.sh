@@ -7,6 +7,10 @@
 #           same options, a planted mistake must still be reported
 #  overlay  check-overlay.py: layout, metadata.xml and USE flags, LICENSE against the bundled
 #           modules, the accounts against the unit, udev/sandbox/toml against the daemon
+#  portage  real Portage (3.0.73 and 3.0.83 from PyPI) on tiny ebuilds with the overlay's
+#           IUSE/RESTRICT/PROPERTIES (portage-test-restrict.sh): FEATURES=test runs the live
+#           steved's and the plugin's src_test only with ALLOW_TEST=privileged, never the
+#           release steved's
 #  install  scripts/install.sh from this checkout into a DESTDIR, then from that tree: steved
 #           --version, stevectl --help, jobclient --help, the shipped steved.toml, the OpenRC
 #           and systemd command lines, systemd-analyze verify (a broken copy must fail), and a
@@ -115,7 +119,7 @@ if [ -n "$hooks" ]; then
 else
   echo "skip - the emerge shim's bashrc module: no packages/emerge-shim/share in this tree"
 fi
-for f in scripts/install.sh scripts/release.sh scripts/build-addons.sh "$MOCK" "$HERE/run-suite.sh" "$HERE/pkgcheck-overlay.sh"; do
+for f in scripts/install.sh scripts/release.sh scripts/build-addons.sh "$MOCK" "$HERE/run-suite.sh" "$HERE/pkgcheck-overlay.sh" "$HERE/portage-test-restrict.sh"; do
   t "shellcheck ${f#"$ROOT"/}" shellcheck "$f"
 done
 # The options above must not hide real mistakes: an unquoted path is still reported.
@@ -132,6 +136,15 @@ python3 "$HERE/check-overlay.py" "$ROOT" >"$TMP/overlay.out" 2>&1
 overlay_rc=$?
 tally <"$TMP/overlay.out"
 if [ "$overlay_rc" != 0 ] && ! grep -q '^not ok - ' "$TMP/overlay.out"; then notok "check-overlay.py ran" "$TMP/overlay.out"; fi
+
+# ============================================================================================
+section "portage: when real Portage runs the overlay's test phases"
+for pv in 3.0.73 3.0.83; do
+  bash "$HERE/portage-test-restrict.sh" "$ROOT" "$pv" >"$TMP/restrict.out" 2>&1
+  restrict_rc=$?
+  tally <"$TMP/restrict.out"
+  if [ "$restrict_rc" != 0 ] && ! grep -q '^not ok - ' "$TMP/restrict.out"; then notok "portage-test-restrict.sh $pv ran" "$TMP/restrict.out"; fi
+done
 
 # ============================================================================================
 # Checks of an installed tree (a DESTDIR or an ebuild's image), as functions for t().

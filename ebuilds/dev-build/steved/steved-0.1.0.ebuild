@@ -34,8 +34,11 @@ IUSE="portage"
 if [[ ${PV} == 9999 ]]; then
 	# The suites mount FUSE file systems (root, /dev/fuse) and need the
 	# devDependencies (tap, typescript), which only the live ebuild fetches.
+	# Portage lifts this RESTRICT for test_privileged packages where
+	# ALLOW_TEST="privileged" (make.conf): FEATURES=test runs them there, as
+	# root, and nowhere else ("!test? ( test )" would run them everywhere).
 	IUSE+=" test"
-	RESTRICT="!test? ( test )"
+	RESTRICT="test"
 	PROPERTIES="test? ( test_privileged )"
 else
 	# The release tarballs carry the production dependencies only: no test runner.

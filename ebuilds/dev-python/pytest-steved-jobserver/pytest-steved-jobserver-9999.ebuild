@@ -28,7 +28,9 @@ fi
 LICENSE="GPL-2+"
 SLOT="0"
 # The tests run pytest-xdist workers against a steved serving a FUSE file:
-# root and /dev/fuse. distutils_enable_tests adds RESTRICT="!test? ( test )".
+# root and /dev/fuse. They run with FEATURES=test where ALLOW_TEST="privileged"
+# lifts this RESTRICT (test_privileged), and nowhere else.
+RESTRICT="test"
 PROPERTIES="test? ( test_privileged )"
 
 # Tokens are taken through "jobclient agent", from dev-build/steved.
