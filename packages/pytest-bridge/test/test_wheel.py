@@ -1,6 +1,6 @@
 """The plugin as pip users get it: a wheel built from this package, installed into a fresh venv
 together with pytest and pytest-xdist from PyPI (wheel/requirements.txt), used against a real
-steved on a FUSE file; and a real third-party suite from PyPI (more-itertools' sdist) under
+steved on a FUSE file, with `jobclient` from its npm tarball (`npm install -g`); and a real third-party suite from PyPI (more-itertools' sdist) under
 `-n 4 -p jobserver`.
 
 Needs the network to PyPI (pip) besides root and /dev/fuse; fails, never skips, without them.
@@ -17,9 +17,10 @@ import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import pytest
-from conftest import HERE, JOBCLIENT, ROOT, Inner, Job, max_overlap, parse_log
+from conftest import HERE, ROOT, Inner, Job, max_overlap, parse_log
 from test_bridge import FALLBACK, WAIT_LINE, fallback_warning, say, summary_counts
 
 PKG = HERE.parent
@@ -40,21 +41,20 @@ class Venv:
     python: Path
     wheel: Path
 
-    def bin_path(self, tmp: Path, with_jobclient: bool) -> str:
-        """A PATH with `node` and, if asked, `jobclient` (linked the way `npm install -g` links it), nothing else."""
-        d = tmp / ("bin-with-jobclient" if with_jobclient else "bin-node-only")
+    def bin_path(self, tmp: Path, jobclient_bin: Optional[Path]) -> str:
+        """A PATH with `node`, the venv's bin and, if given, the bin directory of an npm install
+        of jobclient; nothing else, so no other `jobclient` on this machine can be found."""
+        d = tmp / "bin-node"
         d.mkdir(exist_ok=True)
         node = shutil.which("node")
         assert node, "these tests need Node.js (`node` on PATH)"
         if not (d / "node").exists():
             (d / "node").symlink_to(node)
-        if with_jobclient and not (d / "jobclient").exists():
-            js = ROOT / "packages" / "jobclient" / "bin" / "jobclient.js"
-            assert js.is_file(), f"no {js}"
-            (d / "jobclient").symlink_to(js)
         path = f"{d}:{self.dir / 'bin'}"
+        if jobclient_bin is not None:
+            path = f"{d}:{jobclient_bin}:{self.dir / 'bin'}"
         found = shutil.which("jobclient", path=path)
-        assert (found is not None) == with_jobclient, f"PATH={path}: jobclient is {found}"
+        assert (found is not None) == (jobclient_bin is not None), f"PATH={path}: jobclient is {found}"
         return path
 
 
@@ -83,10 +83,44 @@ def venv(tmp_path_factory) -> Venv:
     return Venv(vdir, py, wheel)
 
 
-def _inner(tmp_path: Path, venv: Venv, with_jobclient: bool) -> Inner:
+@pytest.fixture(scope="module")
+def npm_jobclient(tmp_path_factory) -> Path:
+    """steved's jobclient the way npm users get it: `npm pack` of packages/jobclient (a copy, so
+    its prepack rebuild never touches the checkout's build/), then `npm install -g --prefix P
+    jobclient-VERSION.tgz`. Returns P/bin, which holds the `jobclient` command npm linked."""
+    d = tmp_path_factory.mktemp("npm")
+    src = ROOT / "packages" / "jobclient"
+    stage = d / "root"
+    copy = stage / "packages" / "jobclient"
+    copy.parent.mkdir(parents=True)
+    shutil.copy(ROOT / "tsconfig.base.json", stage / "tsconfig.base.json")
+    (stage / "node_modules").symlink_to(ROOT / "node_modules")
+    shutil.copytree(
+        src, copy, symlinks=True,
+        ignore=lambda where, names: [n for n in names if (Path(where) == src and n in ("node_modules", "build", "prebuilds")) or n.endswith(".tgz")],
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("npm_package_", "npm_lifecycle_")) and k not in ("MAKEFLAGS", "MFLAGS", "CARGO_MAKEFLAGS", "NODE_PATH")}
+    out = d / "out"
+    out.mkdir()
+    _run(["npm", "pack", "--pack-destination", str(out), "--loglevel=error"], cwd=copy, env=env)
+    (tgz,) = out.glob("jobclient-*.tgz")
+    prefix = d / "prefix"
+    node_prefix = str(Path(shutil.which("node") or "/usr/bin/node").resolve().parent.parent)
+    _run(
+        ["npm", "install", "-g", "--prefix", str(prefix), str(tgz), "--prefer-offline", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=d, env={**env, "npm_config_nodedir": node_prefix},
+    )
+    exe = prefix / "bin" / "jobclient"
+    assert exe.exists(), f"npm install -g linked no {exe}"
+    assert _run([str(exe), "--help"], env={**env, "PATH": f"{Path(node_prefix) / 'bin'}:/usr/bin:/bin"}).stdout.startswith("Usage: jobclient")
+    say(f"jobclient from npm: {tgz.name} installed with npm install -g into {prefix}")
+    return prefix / "bin"
+
+
+def _inner(tmp_path: Path, venv: Venv, jobclient_bin: Optional[Path]) -> Inner:
     suite = Inner(tmp_path)
     del suite.env["PYTEST_JOBSERVER_AGENT"]  # found on PATH, as installed setups do
-    suite.env["PATH"] = venv.bin_path(tmp_path, with_jobclient)
+    suite.env["PATH"] = venv.bin_path(tmp_path, jobclient_bin)
     return suite
 
 
@@ -126,7 +160,7 @@ def test_wheel_metadata_says_it_needs_jobclient(venv: Venv) -> None:
 def test_fresh_venv_without_jobclient_warns_and_goes_on(steved, venv: Venv, tmp_path: Path, inner_venv) -> None:
     """pip users who have not installed jobclient: MAKEFLAGS names steved, no -p (autoload)."""
     s = steved(2)
-    suite = _inner(tmp_path, venv, with_jobclient=False)
+    suite = _inner(tmp_path, venv, None)
     inner_venv.append(suite)
     suite.add("test_jobs.py")
     env = {"MAKEFLAGS": " " + s.makeflags, "INNER_TESTS": "4"}
@@ -144,10 +178,11 @@ def test_fresh_venv_without_jobclient_warns_and_goes_on(steved, venv: Venv, tmp_
     say(f"fresh venv, no jobclient: exit 0, one warning, 4 tests one at a time; strict: exit 4. Warning: {w}")
 
 
-def test_fresh_venv_with_jobclient_on_path(steved, venv: Venv, tmp_path: Path, inner_venv) -> None:
+def test_fresh_venv_with_jobclient_on_path(steved, venv: Venv, npm_jobclient: Path, tmp_path: Path, inner_venv) -> None:
+    """jobclient installed from its npm tarball, found on PATH: the plugin holds the pool."""
     N, M = 2, 4
     s = steved(N)
-    suite = _inner(tmp_path, venv, with_jobclient=True)
+    suite = _inner(tmp_path, venv, npm_jobclient)
     inner_venv.append(suite)
     suite.add("test_jobs.py")
     r = suite.run(["-n", str(M), "-p", "jobserver"], {"MAKEFLAGS": " " + s.makeflags, "INNER_TESTS": "12", "INNER_BARRIER": str(N + 1)}, argv0=_argv(venv))
@@ -203,12 +238,12 @@ def _jobs(log: Path) -> list[Job]:
     return jobs
 
 
-def test_third_party_suite_under_the_plugin(steved, venv: Venv, third_party: Path, tmp_path: Path, inner_venv) -> None:
+def test_third_party_suite_under_the_plugin(steved, venv: Venv, npm_jobclient: Path, third_party: Path, tmp_path: Path, inner_venv) -> None:
     """more-itertools' own tests, untouched, with -n 4: the same outcomes with and without the
     plugin, and under steved -j 2 never more than 2 + 1 at once (the control shows 4)."""
     N, M = 2, 4
     s = steved(N)
-    suite = _inner(tmp_path, venv, with_jobclient=True)
+    suite = _inner(tmp_path, venv, npm_jobclient)
     inner_venv.append(suite)
     env = dict(suite.env)
     env["PYTHONPATH"] = str(WHEEL_DIR)  # jobrecorder.py
