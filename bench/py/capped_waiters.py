@@ -3,9 +3,10 @@ while N of its processes park a blocking read (every one of them is capped), and
 do acquire+release. Each release asks steved whom to serve next; before the wait queue was
 restructured that meant looking at every capped waiter (and counting the group's tokens for
 each), so everyone's round trip grew with N. Reported per N: the 8 clients' median and p99 round
-trip. Run alone: python bench/py/capped_waiters.py --work DIR [--quick] [--steved BIN] [--key K],
-which merges the rows into bench/results/scale.json (--key rows_before with --steved of a
-checkout before the change, for the comparison).
+trip. Also many early returners (run_early_returners). Run alone: python
+bench/py/capped_waiters.py --work DIR [--quick] [--steved BIN] [--key K], which merges the rows
+of both into bench/results/scale.json (--key rows_before with --steved of a checkout before the
+change, for the comparison).
 """
 
 import argparse
@@ -48,6 +49,49 @@ for _ in range(n):
 print("parked", flush=True)
 time.sleep(3600)
 """
+
+
+# N processes that never read each write one byte (an early return), then wait.
+EARLY = r"""
+import os, sys, time
+path, n = sys.argv[1], int(sys.argv[2])
+up_r, up_w = os.pipe()
+for i in range(n):
+    if os.fork() == 0:
+        f = os.open(path, os.O_WRONLY)
+        try:
+            os.write(f, b"+")
+        except OSError:
+            pass
+        os.write(up_w, b"w")
+        time.sleep(3600)
+        os._exit(0)
+for _ in range(n):
+    os.read(up_r, 1)
+print("written", flush=True)
+time.sleep(3600)
+"""
+EARLY_WHAT = ("Many early returners: N processes that never read each write one byte to steved -j 8, then 8 clients do "
+              "acquire+release; free tokens are read from the SIGUSR1 report (a pool inflated by early returns has more than 8)")
+
+
+def run_early_returners(ctx: Ctx) -> list:
+    rows = []
+    for n in (0, 100) if ctx.quick else (0, 100, 1000):
+        with Steved(ctx, 8, False, name=f"steved-early-{n}") as s:
+            procs = subprocess.Popen([sys.executable, "-c", EARLY, s.path, str(n)], stdout=subprocess.PIPE, text=True, start_new_session=True)
+            try:
+                assert procs.stdout.readline().strip() == "written"
+                rep = s.report()
+                free = int(rep.split(": ", 1)[1].split("/", 1)[0])
+                r = run_json([RT, "rt", s.path, "8", "10000000", "100", "2" if ctx.quick else "4"], timeout=120)
+            finally:
+                os.killpg(procs.pid, signal.SIGKILL)
+                procs.wait()
+            rows.append({"early_returners": n, "free_tokens_after": free,
+                         "rt_8_clients": {k: r[k] for k in ("ops", "median_us", "p99_us", "round_trips_per_s")}})
+        ctx.say(f"scale: {n} early returners done")
+    return rows
 
 
 def stevectl() -> Path:
@@ -97,14 +141,16 @@ if __name__ == "__main__":
     if a.steved:
         common.STEVED_BIN = a.steved
     a.work.mkdir(parents=True, exist_ok=True)
-    rows = run_capped_waiters(Ctx(work=a.work, out=a.work, quick=a.quick))
-    print(json.dumps(rows, indent=2))
+    ctx = Ctx(work=a.work, out=a.work, quick=a.quick)
+    results = {"capped_waiters": (WHAT, run_capped_waiters(ctx)), "early_returners": (EARLY_WHAT, run_early_returners(ctx))}
+    print(json.dumps({k: v[1] for k, v in results.items()}, indent=2))
     if not a.print_only:
         f = common.ROOT / "bench" / "results" / "scale.json"
         d = json.loads(f.read_text())
-        cw = d.setdefault("capped_waiters", {"what": WHAT})
-        cw[a.key] = rows
-        cw[a.key + "_environment"] = common.environment()
-        if a.steved:
-            cw[a.key + "_steved"] = str(a.steved)
+        for name, (what, rows) in results.items():
+            cw = d.setdefault(name, {"what": what})
+            cw[a.key] = rows
+            cw[a.key + "_environment"] = common.environment()
+            if a.steved:
+                cw[a.key + "_steved"] = str(a.steved)
         f.write_text(json.dumps(d, indent=1) + "\n")  # as common.write_json

@@ -302,6 +302,19 @@ def scale(ctx, d, md):
         fig.suptitle("Capped waiters do not slow everyone else down")
         save(fig, ctx, "capped_waiters")
 
+    er = d.get("early_returners")
+    if er and er.get("rows"):
+        before = {r["early_returners"]: r for r in er.get("rows_before", [])}
+        md.append(er["what"] + (f"; before the bound ({er.get('rows_before_steved', 'an older steved')}) for comparison" if before else "") + ":\n")
+        md.append("| early returners | free tokens after | others' round trip median / p99 µs |" + (" before: free tokens | before: median / p99 µs |" if before else ""))
+        md.append("|---|---|---|" + ("---|---|" if before else ""))
+        for r in er["rows"]:
+            b = before.get(r["early_returners"])
+            x = r["rt_8_clients"]
+            md.append(f"| {r['early_returners']} | {r['free_tokens_after']} | {fmt(x['median_us'])} / {fmt(x['p99_us'])} |"
+                      + ((f" {b['free_tokens_after']} | {fmt(b['rt_8_clients']['median_us'])} / {fmt(b['rt_8_clients']['p99_us'])} |" if b else " | |") if before else ""))
+        md.append("")
+
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     for kind in ("fifo", "c-server", "steved"):
         rs = [next(r for r in rows if r["clients"] == n and r["kind"] == kind) for n in counts]

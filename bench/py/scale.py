@@ -71,5 +71,6 @@ def run(ctx: Ctx) -> dict:
     out["clients"] = rows
     out["status_readers"] = {"what": status_readers.WHAT, "rows": status_readers.run_status_readers(ctx)}
     out["capped_waiters"] = {"what": capped_waiters.WHAT, "rows": capped_waiters.run_capped_waiters(ctx)}
+    out["early_returners"] = {"what": capped_waiters.EARLY_WHAT, "rows": capped_waiters.run_early_returners(ctx)}
     write_json(ctx, "scale", out)
     return out
