@@ -40,6 +40,7 @@ steved_jobserver_hook() {
 			return 0 ;;
 	esac
 	steved_jobserver_wanted || return 0
+	[[ -n ${phase} ]] && steved_jobserver_emake_guard
 	# Runs when a phase dies (die) and when Portage runs die hooks after any failed phase.
 	if declare -F register_die_hook >/dev/null; then
 		register_die_hook steved_jobserver_die_hook
@@ -51,6 +52,41 @@ steved_jobserver_hook() {
 		# helper cannot see it, so it is told what this step is.
 		steved_jobserver_run built --pid "$$"
 	fi
+}
+
+# Portage < 3.0.72 (before the fix for Gentoo bug 692576) hands MAKEOPTS to make even when
+# MAKEFLAGS names a jobserver, and `make -jN` leaves the pool for a private one of N. There,
+# emake gets MAKEOPTS without -j; the phase keeps the user's MAKEOPTS for the ebuilds that read
+# N from it (epytest's EPYTEST_JOBS fallback, cargo).
+steved_jobserver_emake_guard() {
+	local helper=${PORTAGE_BIN_PATH-}/ebuild-helpers/emake line
+	[[ -r ${helper} ]] || return 0
+	declare -F emake >/dev/null && return 0
+	while IFS= read -r line; do
+		[[ ${line} == *"unset MAKEOPTS"* ]] && return 0
+	done < "${helper}"
+	# shellcheck disable=SC2317 # called by the ebuild
+	emake() {
+		MAKEOPTS=$(steved_jobserver_without_j "${MAKEOPTS-}") command emake "$@"
+	}
+}
+
+# Print the words of $1 without -jN, -j N, -j, --jobs=N, --jobs N, --jobs.
+steved_jobserver_without_j() {
+	local -a out=()
+	local w skip=0
+	for w in $1; do
+		if (( skip )); then
+			skip=0
+			[[ ${w} =~ ^[0-9]+$ ]] && continue
+		fi
+		if [[ ${w} == -j || ${w} == --jobs ]]; then
+			skip=1
+		elif ! [[ ${w} =~ ^-j[0-9]+$ || ${w} == --jobs=* ]]; then
+			out+=("${w}")
+		fi
+	done
+	printf '%s\n' "${out[*]}"
 }
 
 # Registered with register_die_hook: the job failed; its token goes back once its processes are gone.

@@ -1,4 +1,4 @@
-// The bash module on its own, with a stand-in helper that records how it is called: sourcing
+// The bash module on its own (pure logic), with a stand-in helper that records how it is called: sourcing
 // it has no side effects, it is a silent no-op when nothing asks for it or the helper is
 // missing, it acts only in the build steps, and it turns the helper's lines into einfo/ewarn.
 import * as fs from 'node:fs'
@@ -7,6 +7,7 @@ import t, { type Test } from 'tap'
 import { run } from '../../../test/helpers/proc'
 import { tmpDir } from '../../../test/helpers/steved'
 import { MODULE } from './helpers/emerge'
+import { portageBin, PORTAGE_VERSIONS } from './helpers/portage'
 
 interface Fixture {
   dir: string
@@ -141,4 +142,31 @@ t.test("the helper's info/warn lines become einfo/ewarn; its failure never fails
   t.same(r.stderr.trim().split('\n'), ['EINFO: jobserver: holding 1 token', 'EWARN: jobserver: careful', 'EINFO: last line without newline'], 'einfo and ewarn, unknown lines dropped')
   const noFuncs = await bash(`source ${MODULE}; steved_jobserver_run phase --pid $$`, { ...BASE, STEVED_JOBSERVER_HELPER: f.helper, FAKE_OUT: 'info plain\\n' })
   t.equal(noFuncs.stderr, ' * plain\n', 'outside Portage (no einfo) it still prints')
+})
+
+t.test("emake keeps the pool on Portage < 3.0.72 (bug 692576): emake gets MAKEOPTS without -j, the phase keeps the user's", async (t) => {
+  const f = fakeHelper(t)
+  // An emake helper of Portage < 3.0.72: it hands MAKEOPTS to make whatever MAKEFLAGS says.
+  const oldBin = path.join(f.dir, 'old-portage-bin')
+  fs.mkdirSync(path.join(oldBin, 'ebuild-helpers'), { recursive: true })
+  fs.writeFileSync(path.join(oldBin, 'ebuild-helpers', 'emake'), '#!/bin/bash\necho "make ${MAKEOPTS} $*"\n', { mode: 0o755 })
+  const env = { ...BASE, STEVED_JOBSERVER_HELPER: f.helper, EBUILD_PHASE: 'compile', PATH: `${path.join(oldBin, 'ebuild-helpers')}:/usr/bin:/bin` }
+  const script = `${PORTAGE_FUNCS} source ${MODULE}; steved_jobserver_hook; emake all V=1; echo "phase MAKEOPTS=[$MAKEOPTS]"`
+  const cases: Array<[string, string]> = [
+    ['-j32 -l32', '-l32'],
+    ['-j 8 --load-average=8', '--load-average=8'],
+    ['--jobs=4 -k', '-k'],
+    ['--jobs 4 -l4 -j', '-l4'],
+  ]
+  for (const [makeopts, kept] of cases) {
+    const r = await bash(script, { ...env, PORTAGE_BIN_PATH: oldBin, MAKEOPTS: makeopts })
+    t.same(r.stdout.trim().split('\n'), [`make ${kept} all V=1`, `phase MAKEOPTS=[${makeopts}]`], `MAKEOPTS="${makeopts}": make gets "${kept}", the phase keeps it whole`)
+  }
+  // The emake of the Portage wheels the tests run already ignores MAKEOPTS: no wrapper there.
+  for (const version of PORTAGE_VERSIONS) {
+    const r = await bash(`${PORTAGE_FUNCS} source ${MODULE}; steved_jobserver_hook; declare -F emake || echo none`, { ...env, PORTAGE_BIN_PATH: portageBin(version), MAKEOPTS: '-j32 -l32' })
+    t.equal(r.stdout.trim(), 'none', `Portage ${version}: its own emake is used as it is`)
+  }
+  const none = await bash(`${PORTAGE_FUNCS} source ${MODULE}; steved_jobserver_hook; declare -F emake || echo none`, { ...env, PORTAGE_BIN_PATH: oldBin, MAKEFLAGS: '-l32', MAKEOPTS: '-j32' })
+  t.equal(none.stdout.trim(), 'none', 'no jobserver in MAKEFLAGS: emake is left alone')
 })

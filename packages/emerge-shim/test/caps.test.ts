@@ -1,22 +1,17 @@
-// Per-package settings (package.env): JOBSERVER_MAX_JOBS=N caps the jobs of one build through a
-// steved process group (the phases' ebuild.sh processes and the job's holder are its roots),
-// while other builds use the rest of the pool; JOBSERVER_TOKENS=N makes the job hold N tokens.
+// Per-package settings (package.env), with real emerge (3.0.73 and 3.0.83, the README's
+// set-up) against steved: JOBSERVER_MAX_JOBS=N caps the jobs of one build through a steved
+// process group (the phases' ebuild.sh processes and the job's holder are its roots), while
+// other builds use the rest of the pool; JOBSERVER_TOKENS=N makes the job hold N tokens.
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import t from 'tap'
 import { maxOverlap, parseJobLog } from '../../../test/helpers/joblog'
 import { startSteved, tmpDir } from '../../../test/helpers/steved'
-import {
-  buildLog,
-  holdersOf,
-  makefile,
-  probes,
-  processTag,
-  runEmerge,
-  waitForStatus,
-  writeRecipe,
-  type StatusDoc,
-} from './helpers/emerge'
+import { holdersOf, makefile, processTag, waitForStatus, writeRecipe, type StatusDoc } from './helpers/emerge'
+import { makeBed, PORTAGE_VERSIONS } from './helpers/portage'
+
+// Each real emerge takes 10-40 s on a shared 2-core machine; tap's default file limit is 300 s.
+t.setTimeout(900_000)
 
 /** A waiter of group `name` held back by the group's cap while the pool has tokens to give. */
 const capBinds = (name: string) => (s: StatusDoc) => {
@@ -24,7 +19,8 @@ const capBinds = (name: string) => (s: StatusDoc) => {
   return g !== undefined && s.waiters.some((w) => g.members.includes(w.pid) && w.reason === 'group-limit')
 }
 
-t.test('JOBSERVER_MAX_JOBS=2: the capped build never runs more than 2 jobs, the uncapped one uses the rest of the pool', async (t) => {
+for (const version of PORTAGE_VERSIONS) {
+t.test(`Portage ${version}: JOBSERVER_MAX_JOBS=2: the capped build never runs more than 2 jobs, the uncapped one uses the rest of the pool`, async (t) => {
   const dir = tmpDir(t)
   const steved = await startSteved(t, { jobs: 8, dir })
   const tag = processTag(t)
@@ -36,28 +32,27 @@ t.test('JOBSERVER_MAX_JOBS=2: the capped build never runs more than 2 jobs, the 
   })
   const go = path.join(dir, 'go-capped')
   const capped = {
-    category: 'www-client',
-    pf: 'capped-1.0',
+    name: 'capped',
     env: { JOBSERVER_MAX_JOBS: '2' },
     // Two recipes must run at once (the cap is reached), then they wait until the test has
     // seen the cap hold make back.
-    files: { Makefile: makefile({ prefix: 'capped', n: 6, recipe, log, barrier: 2, barrierDir: bA, gate: go, seconds: 0.1 }) },
+    makefile: makefile({ prefix: 'capped', n: 6, recipe, log, barrier: 2, barrierDir: bA, gate: go, seconds: 0.1 }),
   }
   const free = {
-    category: 'app-misc',
-    pf: 'free-1.0',
+    name: 'free',
     // Six recipes at once: all of the pool that the capped build may not use (8 - 2).
-    files: { Makefile: makefile({ prefix: 'free', n: 10, recipe, log, barrier: 6, barrierDir: bB, seconds: 0.3 }) },
+    makefile: makefile({ prefix: 'free', n: 10, recipe, log, barrier: 6, barrierDir: bB, seconds: 0.3 }),
   }
-  const emerge = runEmerge(t, { steved, dir, tag, jobs: [capped, free] })
-  const seen = await waitForStatus(steved, (s) => capBinds('www-client/capped-1.0')(s) && fs.readdirSync(bA).length === 2, "the cap to hold the capped build's make back")
-  const group = seen.groups.find((g) => g.name === 'www-client/capped-1.0')!
+  const bed = makeBed({ version, jobserver: steved, dir, tag, packages: [capped, free] })
+  const emerge = bed.emerge(t, ['--jobs=2', 'app-misc/capped', 'app-misc/free'])
+  const seen = await waitForStatus(steved, (s) => capBinds('app-misc/capped-1')(s) && fs.readdirSync(bA).length === 2, "the cap to hold the capped build's make back", 120_000)
+  const group = seen.groups.find((g) => g.name === 'app-misc/capped-1')!
   t.equal(group.limit, 2, "group limit 2: the holder's token (it pays for make's implicit slot) and one token make may read")
   t.ok(group.tokens <= 2, `the group holds ${group.tokens} token(s)`)
   fs.writeFileSync(go, '')
   const done = await emerge.exited
-  t.equal(done.code, 0, `fake emerge finished: ${done.stderr}`)
-  t.same(emerge.events().filter((e) => e.ev === 'end').map((e) => e.ok), [true, true], 'both built')
+  t.equal(done.code, 0, `emerge finished: ${done.stdout.slice(-2000)}`)
+  t.ok(bed.installed('capped') && bed.installed('free'), 'both merged')
 
   const jobs = parseJobLog(fs.readFileSync(log, 'utf8'))
   const a = jobs.filter((j) => j.name.startsWith('capped-'))
@@ -67,45 +62,42 @@ t.test('JOBSERVER_MAX_JOBS=2: the capped build never runs more than 2 jobs, the 
   t.equal(maxOverlap(a), 2, 'the capped build ran 2 jobs at once at most (and reached 2)')
   t.ok(maxOverlap(b) >= 6, `the uncapped build ran ${maxOverlap(b)} jobs at once: the rest of the pool`)
   t.ok(maxOverlap(jobs) <= 8, `${maxOverlap(jobs)} jobs at once in all, within the pool of 8`)
-  t.match(buildLog(emerge.builddir(capped)), /JOBSERVER_MAX_JOBS=2: this build runs at most 2 job\(s\) at once \(steved group www-client\/capped-1\.0/)
-  t.notMatch(buildLog(emerge.builddir(free)), /JOBSERVER_MAX_JOBS/)
+  t.match(bed.buildLog('capped'), /JOBSERVER_MAX_JOBS=2: this build runs at most 2 job\(s\) at once \(steved group app-misc\/capped-1/)
+  t.notMatch(bed.buildLog('free'), /JOBSERVER_MAX_JOBS/)
   await waitForStatus(steved, (s) => s.holders.length === 0 && s.groups.length === 0 && s.pool.free === 8, 'every token back, the group gone')
 })
+}
 
-t.test('JOBSERVER_MAX_JOBS=1: one job at a time although the pool has more', async (t) => {
+t.test('Portage 3.0.73: JOBSERVER_MAX_JOBS=1: one job at a time although the pool has more', async (t) => {
   const dir = tmpDir(t)
   const steved = await startSteved(t, { jobs: 4, dir })
   const tag = processTag(t)
   const recipe = writeRecipe(dir)
   const log = path.join(dir, 'recipes.log')
   const go = path.join(dir, 'go')
-  const job = {
-    category: 'dev-lang',
-    pf: 'heavy-1.0',
-    env: { JOBSERVER_MAX_JOBS: '1' },
-    files: { Makefile: makefile({ prefix: 'heavy', n: 4, recipe, log, gate: go, seconds: 0.05 }) },
-  }
-  const emerge = runEmerge(t, { steved, dir, tag, jobs: [job] })
-  const seen = await waitForStatus(steved, capBinds('dev-lang/heavy-1.0'), 'make to be held back by the cap')
+  const job = { name: 'heavy', env: { JOBSERVER_MAX_JOBS: '1' }, makefile: makefile({ prefix: 'heavy', n: 4, recipe, log, gate: go, seconds: 0.05 }) }
+  const bed = makeBed({ version: '3.0.73', jobserver: steved, dir, tag, packages: [job] })
+  const emerge = bed.emerge(t, ['app-misc/heavy'])
+  const seen = await waitForStatus(steved, capBinds('app-misc/heavy-1'), 'make to be held back by the cap', 120_000)
   t.ok(seen.pool.free >= 2, `held back with ${seen.pool.free} tokens free`)
   t.equal(seen.groups[0]?.limit, 1, "limit 1: the job's own token, on which make runs its one job")
   fs.writeFileSync(go, '')
   const done = await emerge.exited
-  t.equal(done.code, 0, `fake emerge finished: ${done.stderr}`)
+  t.equal(done.code, 0, `emerge finished: ${done.stdout.slice(-2000)}`)
   t.equal(maxOverlap(parseJobLog(fs.readFileSync(log, 'utf8'))), 1, 'one recipe at a time')
 })
 
-t.test('JOBSERVER_TOKENS=2: the job holds 2 tokens from setup to its end', async (t) => {
+t.test('Portage 3.0.73: JOBSERVER_TOKENS=2: the job holds 2 tokens from setup to its end', async (t) => {
   const dir = tmpDir(t)
   const steved = await startSteved(t, { jobs: 3, dir })
   const tag = processTag(t)
-  const job = { category: 'sci-libs', pf: 'wide-1.0', env: { JOBSERVER_TOKENS: '2' }, files: { Makefile: 'all:\n\t@true\n' } }
-  const emerge = runEmerge(t, { steved, dir, tag, jobs: [job], env: { STEVED_TEST_PROBE: '1' } })
-  const done = await emerge.exited
-  t.equal(done.code, 0, `fake emerge finished: ${done.stderr}`)
-  const ps = probes(emerge.builddir(job))
-  t.equal(ps.length, 7, 'a probe in every build phase')
-  for (const p of ps) t.equal(holdersOf(p.status, 'sci-libs/wide-1.0')[0]?.tokens, 2, `${p.phase}: the holder holds 2 tokens`)
-  t.match(buildLog(emerge.builddir(job)), /wide-1\.0 holds 2 tokens until its build ends/)
+  const job = { name: 'wide', env: { JOBSERVER_TOKENS: '2' }, makefile: 'all:\n\t@true\n' }
+  const bed = makeBed({ version: '3.0.73', jobserver: steved, dir, tag, packages: [job], probe: true })
+  const done = await bed.emerge(t, ['app-misc/wide']).exited
+  t.equal(done.code, 0, `emerge finished: ${done.stdout.slice(-2000)}`)
+  const ps = bed.probes('wide')
+  t.equal(ps.length, 6, 'a probe in every build phase (no test phase without FEATURES=test)')
+  for (const p of ps) t.equal(holdersOf(p.status, 'app-misc/wide-1')[0]?.tokens, 2, `${p.phase}: the holder holds 2 tokens`)
+  t.match(bed.buildLog('wide'), /wide-1 holds 2 tokens until its build ends/)
   await waitForStatus(steved, (s) => s.holders.length === 0 && s.pool.free === 3, 'every token back')
 })

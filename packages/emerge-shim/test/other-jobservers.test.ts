@@ -1,4 +1,5 @@
-// Not steved: a plain FIFO jobserver (what a parent make 4.4 or another server hands out)
+// Not steved, with real emerge (Portage 3.0.73): a plain FIFO jobserver (what a parent make 4.4
+// or another server hands out)
 // still gets one token per job, given back at the end; per-package caps, which are steved's
 // process groups, are ignored with one warning. A pipe jobserver (R,W fds) cannot be shared by
 // a job's phases: one warning, nothing else.
@@ -8,7 +9,11 @@ import * as path from 'node:path'
 import t, { type Test } from 'tap'
 import { FIONREAD, loadNative } from 'jobclient'
 import { tmpDir } from '../../../test/helpers/steved'
-import { buildLog, holderLog, processTag, runEmerge, waitUntil } from './helpers/emerge'
+import { processTag, waitUntil } from './helpers/emerge'
+import { ewarns, makeBed } from './helpers/portage'
+
+// Each real emerge takes 10-40 s on a shared 2-core machine; tap's default file limit is 300 s.
+t.setTimeout(900_000)
 
 /** A FIFO with `n` tokens; the test keeps an O_RDWR fd so it never loses them. */
 function fifoPool(t: Test, dir: string, n: number): { path: string; count: () => number } {
@@ -33,34 +38,34 @@ t.test('a plain FIFO jobserver: the job holds one of its tokens to the end; JOBS
   const tag = processTag(t)
   const go = path.join(dir, 'go')
   const job = {
-    category: 'app-misc',
-    pf: 'fifo-1.0',
+    name: 'fifo',
     env: { JOBSERVER_MAX_JOBS: '2' },
-    files: { Makefile: `all:\n\t@touch ${dir}/compiling; while [ ! -e ${go} ]; do sleep 0.05; done\n` },
+    makefile: `all:\n\t@touch ${dir}/compiling; while [ ! -e ${go} ]; do sleep 0.05; done\n`,
   }
-  const emerge = runEmerge(t, { steved: { path: pool.path }, dir, tag, jobs: [job] })
-  await waitUntil(() => fs.existsSync(path.join(dir, 'compiling')), 'compile')
+  const bed = makeBed({ version: '3.0.73', jobserver: { path: pool.path }, dir, tag, packages: [job] })
+  const emerge = bed.emerge(t, ['app-misc/fifo'])
+  await waitUntil(() => fs.existsSync(path.join(dir, 'compiling')), 'compile', 120_000)
   t.equal(pool.count(), 1, 'one of the 2 tokens is out while the job compiles')
   fs.writeFileSync(go, '')
   const done = await emerge.exited
-  t.equal(done.code, 0, done.stderr)
-  t.same(emerge.events().filter((e) => e.ev === 'end').map((e) => e.ok), [true])
-  await waitUntil(() => /gave 1 token\(s\) back/.test(holderLog(emerge.builddir(job))), 'the holder to give it back')
+  t.equal(done.code, 0, done.stdout.slice(-2000))
+  t.ok(bed.installed('fifo'), 'merged')
+  await waitUntil(() => /gave 1 token\(s\) back/.test(bed.holderLog('fifo')), 'the holder to give it back')
   t.equal(pool.count(), 2, 'both tokens are back in the FIFO')
-  const out = buildLog(emerge.builddir(job))
-  t.equal(out.match(/WARNING: jobserver: JOBSERVER_MAX_JOBS is ignored: \S+ is not steved/g)?.length, 1, 'one warning about the cap')
-  t.match(out, /fifo-1\.0 holds 1 token until its build ends \(holder pid \d+; the jobserver at \S+ \(not steved\)\)/)
+  const out = bed.buildLog('fifo')
+  t.equal(ewarns(out).filter((l) => /^jobserver: JOBSERVER_MAX_JOBS is ignored: \S+ is not steved/.test(l)).length, 1, 'one warning (ewarn) about the cap')
+  t.match(out, /fifo-1 holds 1 token until its build ends \(holder pid \d+; the jobserver at \S+ \(not steved\)\)/)
 })
 
 t.test('a pipe jobserver (R,W fds): one warning in the first phase, no holder, the build goes on', async (t) => {
   const dir = tmpDir(t)
   const tag = processTag(t)
-  const job = { category: 'app-misc', pf: 'pipe-1.0', files: { Makefile: 'all:\n' } }
-  const emerge = runEmerge(t, { steved: { path: '/nonexistent', makeflags: ' --jobserver-auth=3,4' }, dir, tag, jobs: [job], env: { STEVED_TEST_MAKE: '/bin/true' } })
-  const done = await emerge.exited
-  t.equal(done.code, 0, done.stderr)
-  t.same(emerge.events().filter((e) => e.ev === 'end').map((e) => e.ok), [true])
-  const out = buildLog(emerge.builddir(job))
-  t.equal(out.match(/WARNING: jobserver: not used: MAKEFLAGS names pipe fds 3,4/g)?.length, 1, 'said once')
-  t.equal(holderLog(emerge.builddir(job)), '', 'no holder')
+  const job = { name: 'pipe', makefile: 'all:\n' }
+  const bed = makeBed({ version: '3.0.73', jobserver: { path: '/nonexistent' }, makeflags: '-l32 --jobserver-auth=3,4', dir, tag, packages: [job] })
+  const done = await bed.emerge(t, ['app-misc/pipe']).exited
+  t.equal(done.code, 0, done.stdout.slice(-2000))
+  t.ok(bed.installed('pipe'), 'merged')
+  const out = bed.buildLog('pipe')
+  t.equal(ewarns(out).filter((l) => /^jobserver: not used: MAKEFLAGS names pipe fds 3,4/.test(l)).length, 1, 'said once (ewarn)')
+  t.equal(bed.holderLog('pipe'), '', 'no holder')
 })

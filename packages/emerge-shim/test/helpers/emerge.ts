@@ -1,24 +1,17 @@
-// Test helpers of the emerge shim: a fake emerge (test/harness/fake-emerge.js) running package
-// jobs the way Portage does, whose ebuilds record what the tests assert on:
-//   - jobs.log: "start NAME NS" / "end NAME NS" for every make recipe, and for every package
-//     job ("job-PF", from pkg_setup to the end of src_install: inside the time it holds its token);
-//   - ${T}/status-PHASE.json: steved's status document taken in each build phase, after the
-//     bashrc module ran, with the time it was asked for in ${T}/probes;
-//   - ${T}/build.log: everything the job printed (the module's einfo/ewarn lines among it);
-//   - ${T}/steved-jobserver.log: the holder's own log.
-// Every process a test starts carries STEVED_EMERGE_TEST=<tag> in its environment (the holder
+// Shared helpers of the emerge-shim tests (the real-Portage test bed is in portage.ts):
+// recipes and Makefiles that record what the tests assert on ("start NAME NS" / "end NAME NS"),
+// the user's bashrc as the README writes it, steved's status document, and process tags:
+// every process a test starts carries STEVED_EMERGE_TEST=<tag> in its environment (the holder
 // inherits it too) and is SIGKILLed at teardown, whatever happened.
 import * as fs from 'node:fs'
 import * as path from 'node:path'
-import { run, start, type Started } from '../../../../test/helpers/proc'
+import { run } from '../../../../test/helpers/proc'
 import { MAKE44, ROOT, type RunningSteved } from '../../../../test/helpers/steved'
 
 export const PKG = path.resolve(__dirname, '..', '..')
 export const HELPER_BIN = path.join(PKG, 'bin', 'steved-emerge-shim.js')
 export const MODULE = path.join(PKG, 'share', 'steved-jobserver.bashrc')
-export const HARNESS = path.join(PKG, 'test', 'harness')
 export const STEVECTL = path.join(ROOT, 'packages', 'steved', 'bin', 'stevectl.js')
-export const JOBCLIENT = path.join(ROOT, 'packages', 'jobclient', 'dist', 'index.js')
 export { MAKE44 }
 
 interface Teardown {
@@ -163,134 +156,6 @@ export function makefile(o: MakefileOptions): string {
   )
 }
 
-/**
- * An ebuild whose phases record the job's interval in STEVED_TEST_JOBLOG, probe steved's status
- * when STEVED_TEST_PROBE is set, and whose src_compile runs GNU make 4.4 with no -j (its
- * MAKEFLAGS come from the environment: the jobserver) and dies when make fails.
- */
-export function writeEbuild(dir: string, name = 'test.ebuild'): string {
-  const file = path.join(dir, name)
-  fs.writeFileSync(
-    file,
-    `# Written by the emerge-shim tests.
-EAPI=8
-steved_test_probe() {
-	[[ -n \${STEVED_TEST_PROBE-} ]] || return 0
-	local at
-	at=$(date +%s%N)
-	"\${STEVED_TEST_NODE}" "\${STEVED_TEST_STEVECTL}" status --json > "\${T}/status-\${EBUILD_PHASE}.json" || die "status probe failed"
-	echo "\${EBUILD_PHASE} \${at}" >> "\${T}/probes"
-}
-pkg_setup() {
-	echo "start job-\${PF} $(date +%s%N)" >> "\${STEVED_TEST_JOBLOG}"
-	steved_test_probe
-}
-src_unpack() { steved_test_probe; }
-src_prepare() { steved_test_probe; }
-src_configure() { steved_test_probe; }
-src_compile() {
-	steved_test_probe
-	"\${STEVED_TEST_MAKE}" -C "\${S}" || die "make failed"
-}
-src_test() { steved_test_probe; }
-src_install() {
-	steved_test_probe
-	echo "end job-\${PF} $(date +%s%N)" >> "\${STEVED_TEST_JOBLOG}"
-}
-`,
-  )
-  return file
-}
-
-export interface JobSpec {
-  category: string
-  pf: string
-  /** package.env: JOBSERVER_TOKENS, JOBSERVER_MAX_JOBS, ... */
-  env?: Record<string, string>
-  /** Files put into ${S} (the Makefile). */
-  files?: Record<string, string>
-  /** PHASE -> FILE: fake-emerge waits for FILE before it starts PHASE. */
-  gates?: Record<string, string>
-}
-
-export interface EmergeRun {
-  started: Started
-  /** Events fake-emerge printed so far. */
-  events(): Array<Record<string, unknown>>
-  /** Resolves when fake-emerge exits (it exits 0 once every job is over). */
-  exited: Started['exited']
-  builddir(job: JobSpec | string): string
-}
-
-export interface EmergeOptions {
-  /** The jobserver: a running steved, or any path (a FIFO) for MAKEFLAGS=--jobserver-auth=fifo:PATH. */
-  steved: RunningSteved | { path: string; makeflags?: string }
-  dir: string
-  tag: string
-  jobs: JobSpec[]
-  /** make.conf-like variables for every job (FEATURES defaults to "sandbox jobserver-token"). */
-  env?: Record<string, string>
-  /** Do what Portage >= 3.0.74 does with FEATURES=jobserver-token (take a token per job itself). */
-  nativeToken?: boolean
-}
-
-/** Start fake-emerge on `jobs`, all at once. */
-export function runEmerge(t: Teardown, o: EmergeOptions): EmergeRun {
-  const ebuild = writeEbuild(o.dir)
-  const tmpdir = path.join(o.dir, 'portage-tmp')
-  const env: Record<string, string> = {
-    PATH: process.env.PATH ?? '/usr/bin:/bin',
-    LANG: 'C',
-    MAKEFLAGS: o.steved.makeflags ?? `--jobserver-auth=fifo:${o.steved.path}`,
-    FEATURES: 'sandbox userpriv jobserver-token',
-    PORTAGE_BASHRC: writeUserBashrc(o.dir),
-    STEVED_JOBSERVER_HELPER: HELPER_BIN,
-    STEVED_EMERGE_TEST: o.tag,
-    STEVED_TEST_JOBLOG: path.join(o.dir, 'jobs.log'),
-    STEVED_TEST_MAKE: MAKE44,
-    STEVED_TEST_NODE: process.execPath,
-    STEVED_TEST_STEVECTL: STEVECTL,
-    ...o.env,
-  }
-  const planFile = path.join(o.dir, `plan-${Math.random().toString(36).slice(2, 8)}.json`)
-  const plan = {
-    harness: HARNESS,
-    tmpdir,
-    env,
-    nativeToken: o.nativeToken ?? false,
-    jobserver: o.steved.path,
-    jobclient: JOBCLIENT,
-    jobs: o.jobs.map((j) => ({ ...j, ebuild })),
-  }
-  fs.writeFileSync(planFile, JSON.stringify(plan, null, 2))
-  const started = start(t, process.execPath, [path.join(HARNESS, 'fake-emerge.js'), planFile], {
-    env: { PATH: env.PATH, STEVED_EMERGE_TEST: o.tag },
-  })
-  return {
-    started,
-    exited: started.exited,
-    events: () =>
-      started
-        .output()
-        .split('\n')
-        .filter((l) => l.startsWith('{'))
-        .map((l) => JSON.parse(l) as Record<string, unknown>),
-    builddir: (job) => path.join(tmpdir, 'portage', typeof job === 'string' ? job : `${job.category}/${job.pf}`),
-  }
-}
-
-/** The parsed steved status probes of a job, by phase, with the time each was asked for (ms). */
-export function probes(builddir: string): Array<{ phase: string; atMs: number; status: StatusDoc }> {
-  const t = path.join(builddir, 'temp')
-  const lines = fs.existsSync(path.join(t, 'probes')) ? fs.readFileSync(path.join(t, 'probes'), 'utf8').trim().split('\n') : []
-  return lines
-    .filter((l) => l !== '')
-    .map((l) => {
-      const [phase, ns] = l.split(' ')
-      return { phase, atMs: Number(BigInt(ns) / 1000n) / 1000, status: JSON.parse(fs.readFileSync(path.join(t, `status-${phase}.json`), 'utf8')) as StatusDoc }
-    })
-}
-
 /** The part of steved's status document the tests read. */
 export interface StatusDoc {
   pool: { jobs: number; free: number; held: number; reserved: number; waiting: number }
@@ -303,16 +168,6 @@ export interface StatusDoc {
 /** The holder of package CATEGORY/PF in a status document (its command line names the package). */
 export function holdersOf(st: StatusDoc, pkg: string): StatusDoc['holders'] {
   return st.holders.filter((h) => h.cmdline.includes(' holder ') && h.cmdline.includes(`--pkg ${pkg} `))
-}
-
-export function buildLog(builddir: string): string {
-  const f = path.join(builddir, 'temp', 'build.log')
-  return fs.existsSync(f) ? fs.readFileSync(f, 'utf8') : ''
-}
-
-export function holderLog(builddir: string): string {
-  const f = path.join(builddir, 'temp', 'steved-jobserver.log')
-  return fs.existsSync(f) ? fs.readFileSync(f, 'utf8') : ''
 }
 
 /** `stevectl status --json` against the test's steved. */

@@ -1,0 +1,247 @@
+// A test bed of real Portage (from PyPI, in .venv-portage-VERSION made by scripts/setup.sh):
+// emerge runs as root in a private prefix (PORTAGE_OVERRIDE_EPREFIX) with a local repository
+// of tiny EAPI 8 packages, a minimal profile, and the make.conf of the README's Gentoo section
+// (the seeds' make.conf with this test's steved) plus what the bed needs: sandboxes off (the
+// tests look into the builds from outside), noclean (the logs stay), no delays.
+//
+// Each package's src_compile runs `emake` on a Makefile of recipes (writeRecipe) that record
+// "start NAME NS" / "end NAME NS" in the bed's jobs.log; pkg_setup and src_install record the
+// package job as "job-PF" (inside the time the job holds its token). With probe: true every
+// build phase saves `stevectl status --json` to ${T}/status-PHASE.json.
+//
+// Every process of the bed carries STEVED_EMERGE_TEST=<tag> in its environment (Portage passes
+// the caller's environment to the phases, and the holder inherits it) and is SIGKILLed at
+// teardown by processTag.
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import { start, type Started } from '../../../../test/helpers/proc'
+import { ROOT, type RunningSteved } from '../../../../test/helpers/steved'
+import { HELPER_BIN, MAKE44, MODULE, STEVECTL, writeUserBashrc, type StatusDoc } from './emerge'
+
+/** The Portage versions the tests run: the last without native jobserver-token, and one with it. */
+export const PORTAGE_VERSIONS = ['3.0.73', '3.0.83'] as const
+export type PortageVersion = (typeof PORTAGE_VERSIONS)[number]
+/** Whether that Portage takes a token per job itself with FEATURES=jobserver-token. */
+export const NATIVE: Record<PortageVersion, boolean> = { '3.0.73': false, '3.0.83': true }
+
+interface Teardown {
+  teardown(fn: () => unknown): void
+}
+
+/** The venv of Portage `version`; fails loudly when scripts/setup.sh has not made it. */
+export function portageVenv(version: string): string {
+  const venv = path.join(ROOT, `.venv-portage-${version}`)
+  for (const f of ['bin/emerge', 'bin/ebuild', 'share/portage/config/make.globals']) {
+    if (!fs.existsSync(path.join(venv, f))) {
+      throw new Error(`${venv}/${f} is missing: run scripts/setup.sh (it installs scripts/requirements-portage-${version}.txt)`)
+    }
+  }
+  return venv
+}
+
+/** Portage's bin/ directory in the venv (ebuild.sh, misc-functions.sh, ebuild-helpers/emake). */
+export function portageBin(version: string): string {
+  const bin = path.join(portageVenv(version), 'lib', 'portage', 'bin')
+  if (!fs.existsSync(path.join(bin, 'ebuild.sh'))) throw new Error(`no ebuild.sh in ${bin}`)
+  return bin
+}
+
+export interface PackageSpec {
+  /** Package name (category app-misc, version 1). */
+  name: string
+  /** The Makefile src_compile runs (emake, no -j: MAKEFLAGS carries the jobserver). */
+  makefile: string
+  /** package.env variables of this package (JOBSERVER_MAX_JOBS, ...). */
+  env?: Record<string, string>
+}
+
+export interface BedOptions {
+  version: PortageVersion
+  /** The jobserver: a running steved, or a FIFO path. */
+  jobserver: RunningSteved | { path: string }
+  dir: string
+  tag: string
+  packages: PackageSpec[]
+  /** Install the bashrc lines of the README (the shim); default true. */
+  shim?: boolean
+  /** Add FEATURES=jobserver-token (native Portage takes the job tokens itself). */
+  featuresToken?: boolean
+  /** Probe steved's status in every build phase. */
+  probe?: boolean
+  /** Override the seeds' MAKEFLAGS line (e.g. a pipe jobserver). */
+  makeflags?: string
+  /** More make.conf lines. */
+  makeConf?: string[]
+}
+
+export interface Bed {
+  prefix: string
+  /** The recipes' and jobs' start/end log. */
+  jobsLog: string
+  makeConf: string
+  /** Start emerge with these arguments (packages as app-misc/NAME). */
+  emerge(t: Teardown, args: string[]): Started
+  builddir(name: string): string
+  buildLog(name: string): string
+  holderLog(name: string): string
+  /** The parsed status probes of a package, in phase order. */
+  probes(name: string): Array<{ phase: string; atMs: number; status: StatusDoc }>
+  /** Whether app-misc/NAME-1 got merged. */
+  installed(name: string): boolean
+  /** MAKEOPTS as the package's src_compile saw it. */
+  makeopts(name: string): string
+}
+
+/** The make.conf of the README's Gentoo section (the seeds'), for the jobserver at `jsPath`. */
+export function seedsMakeConf(jsPath: string): string {
+  return `MAKEOPTS="-j32 -l32"\nNINJAOPTS="-l32"\nMAKEFLAGS="-l32 --jobserver-auth=fifo:${jsPath}"\n`
+}
+
+const EBUILD = `# Written by the emerge-shim tests (packages/emerge-shim/test/helpers/portage.ts).
+EAPI=8
+DESCRIPTION="emerge-shim test package"
+HOMEPAGE="https://example.org/steved"
+LICENSE="MIT"
+SLOT="0"
+KEYWORDS="amd64"
+S=\${WORKDIR}
+
+steved_test_probe() {
+	[[ -n \${STEVED_TEST_PROBE-} ]] || return 0
+	local at
+	at=$(date +%s%N)
+	"\${STEVED_TEST_NODE}" "\${STEVED_TEST_STEVECTL}" --device "\${STEVED_TEST_JOBSERVER}" status --json > "\${T}/status-\${EBUILD_PHASE}.json" || die "status probe failed"
+	echo "\${EBUILD_PHASE} \${at}" >> "\${T}/probes"
+}
+pkg_setup() {
+	echo "start job-\${PF} $(date +%s%N)" >> "\${STEVED_TEST_JOBLOG}"
+	steved_test_probe
+}
+src_unpack() {
+	cp "\${FILESDIR}/Makefile" "\${S}/" || die
+	steved_test_probe
+}
+src_prepare() { default; steved_test_probe; }
+src_configure() { steved_test_probe; }
+src_compile() {
+	steved_test_probe
+	# What an ebuild that reads N from MAKEOPTS (epytest's EPYTEST_JOBS fallback) sees.
+	echo "\${MAKEOPTS}" > "\${T}/makeopts"
+	emake
+}
+src_test() { steved_test_probe; }
+src_install() {
+	steved_test_probe
+	echo "end job-\${PF} $(date +%s%N)" >> "\${STEVED_TEST_JOBLOG}"
+}
+`
+
+/** Write the prefix: profile, repository, make.conf, bashrc, package.env. */
+export function makeBed(o: BedOptions): Bed {
+  const venv = portageVenv(o.version)
+  const prefix = path.join(o.dir, `prefix-${o.version}`)
+  const etc = path.join(prefix, 'etc', 'portage')
+  const repo = path.join(prefix, 'var', 'db', 'repos', 'gentoo')
+  const profile = path.join(repo, 'profiles', 'default')
+  const tmpdir = path.join(prefix, 'var', 'tmp')
+  for (const d of [etc, path.join(etc, 'repos.conf'), path.join(etc, 'env'), profile, path.join(repo, 'metadata'), tmpdir, path.join(prefix, 'share'), path.join(prefix, 'bin')]) {
+    fs.mkdirSync(d, { recursive: true })
+  }
+  // Portage reads make.globals & co. from EPREFIX/share/portage (KeyError PKGDIR without it).
+  fs.symlinkSync(path.join(venv, 'share', 'portage'), path.join(prefix, 'share', 'portage'))
+  // emake runs `make`: the phases' PATH ends with the caller's, where GNU make 4.4 comes first
+  // (Debian's 4.3 does not understand fifo: jobservers).
+  fs.symlinkSync(MAKE44, path.join(prefix, 'bin', 'make'))
+
+  fs.writeFileSync(path.join(repo, 'profiles', 'repo_name'), 'gentoo\n')
+  fs.writeFileSync(path.join(repo, 'profiles', 'categories'), 'app-misc\n')
+  fs.writeFileSync(path.join(repo, 'profiles', 'arch.list'), 'amd64\n')
+  fs.writeFileSync(path.join(repo, 'metadata', 'layout.conf'), 'masters =\nthin-manifests = true\nprofile-formats = portage-2\n')
+  fs.writeFileSync(path.join(profile, 'eapi'), '8\n')
+  fs.writeFileSync(path.join(profile, 'make.defaults'), 'ARCH="amd64"\nACCEPT_KEYWORDS="amd64"\nELIBC="glibc"\nKERNEL="linux"\n')
+  fs.symlinkSync(profile, path.join(etc, 'make.profile'))
+  fs.writeFileSync(path.join(etc, 'repos.conf', 'gentoo.conf'), `[DEFAULT]\nmain-repo = gentoo\n\n[gentoo]\nlocation = ${repo}\n`)
+
+  const packageEnv: string[] = []
+  for (const p of o.packages) {
+    const dir = path.join(repo, 'app-misc', p.name)
+    fs.mkdirSync(path.join(dir, 'files'), { recursive: true })
+    fs.writeFileSync(path.join(dir, `${p.name}-1.ebuild`), EBUILD)
+    fs.writeFileSync(path.join(dir, 'files', 'Makefile'), p.makefile)
+    if (p.env) {
+      const file = `${p.name}.conf`
+      fs.writeFileSync(path.join(etc, 'env', file), Object.entries(p.env).map(([k, v]) => `${k}="${v}"\n`).join(''))
+      packageEnv.push(`app-misc/${p.name} ${file}`)
+    }
+  }
+  fs.writeFileSync(path.join(etc, 'package.env'), packageEnv.map((l) => `${l}\n`).join(''))
+
+  const jsPath = o.jobserver.path
+  const jobsLog = path.join(o.dir, 'jobs.log')
+  let makeConf = `# The seeds' make.conf (README.md, Gentoo section):\n${seedsMakeConf(jsPath)}`
+  if (o.makeflags !== undefined) makeConf = makeConf.replace(/^MAKEFLAGS=.*$/m, `MAKEFLAGS="${o.makeflags}"`)
+  if (o.featuresToken) makeConf += 'FEATURES="${FEATURES} jobserver-token"\n'
+  makeConf +=
+    `# The test bed: no sandboxes (the tests watch the builds from outside), keep the build\n` +
+    `# directories (their logs), no delays.\n` +
+    `FEATURES="\${FEATURES} -sandbox -usersandbox -ipc-sandbox -network-sandbox -pid-sandbox -userpriv -userfetch -usersync -news -merge-sync noclean"\n` +
+    `PORTAGE_TMPDIR="${tmpdir}"\nCLEAN_DELAY="0"\nEMERGE_WARNING_DELAY="0"\n` +
+    `STEVED_JOBSERVER_HELPER="${HELPER_BIN}"\n` +
+    `STEVED_TEST_JOBLOG="${jobsLog}"\nSTEVED_TEST_NODE="${process.execPath}"\nSTEVED_TEST_STEVECTL="${STEVECTL}"\nSTEVED_TEST_JOBSERVER="${jsPath}"\n` +
+    (o.probe ? 'STEVED_TEST_PROBE="1"\n' : '') +
+    (o.makeConf ?? []).map((l) => `${l}\n`).join('')
+  fs.writeFileSync(path.join(etc, 'make.conf'), makeConf)
+  if (o.shim ?? true) fs.renameSync(writeUserBashrc(o.dir), path.join(etc, 'bashrc'))
+
+  const builddir = (name: string) => path.join(tmpdir, 'portage', 'app-misc', `${name}-1`)
+  const read = (f: string) => (fs.existsSync(f) ? fs.readFileSync(f, 'utf8') : '')
+  return {
+    prefix,
+    jobsLog,
+    makeConf,
+    emerge(t, args) {
+      // Nothing of the caller's jobserver: native Portage would take MAKEFLAGS in its own
+      // environment as "started under a jobserver client" and use an implicit slot.
+      const env: Record<string, string> = {
+        PATH: `${path.join(prefix, 'bin')}:${path.join(venv, 'bin')}:/usr/sbin:/usr/bin:/sbin:/bin`,
+        LANG: 'C.UTF-8',
+        HOME: '/root',
+        TERM: 'dumb',
+        PORTAGE_OVERRIDE_EPREFIX: prefix,
+        // No portage user here; the builds run as root (FEATURES=-userpriv).
+        PORTAGE_USERNAME: 'root',
+        PORTAGE_GRPNAME: 'root',
+        STEVED_EMERGE_TEST: o.tag,
+      }
+      return start(t, path.join(venv, 'bin', 'emerge'), ['--oneshot', '--color=n', '--nospinner', ...args], { env, detached: true })
+    },
+    builddir,
+    buildLog: (name) => read(path.join(builddir(name), 'temp', 'build.log')),
+    holderLog: (name) => read(path.join(builddir(name), 'temp', 'steved-jobserver.log')),
+    probes(name) {
+      const t = path.join(builddir(name), 'temp')
+      return read(path.join(t, 'probes'))
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => {
+          const [phase, ns] = l.split(' ')
+          return { phase, atMs: Number(BigInt(ns) / 1000n) / 1000, status: JSON.parse(read(path.join(t, `status-${phase}.json`))) as StatusDoc }
+        })
+    },
+    makeopts: (name) => read(path.join(builddir(name), 'temp', 'makeopts')).trim(),
+    installed: (name) => fs.existsSync(path.join(prefix, 'var', 'db', 'pkg', 'app-misc', `${name}-1`)),
+  }
+}
+
+/** ewarn's marker in a build log: Portage's yellow star (einfo's is green). */
+export const EWARN = '\x1b[33;01m*\x1b[0m'
+
+/** The texts of the ewarn lines of a build log. */
+export function ewarns(log: string): string[] {
+  return log
+    .split('\n')
+    .filter((l) => l.startsWith(` ${EWARN} `))
+    .map((l) => l.slice(EWARN.length + 2))
+}
+
+export { MODULE }
