@@ -66,7 +66,15 @@ export function buildCommand(): Command {
       'A system-wide GNU make jobserver. Serves N job tokens to every make, ninja, cargo, GCC LTO,\n' +
         'Portage and pytest on this machine, from a CUSE device (/dev/steve) or, where the kernel has\n' +
         'no CUSE, a FUSE-mounted regular file. Point clients at it with\n' +
-        '  MAKEFLAGS=--jobserver-auth=fifo:PATH   (and no -j in MAKEFLAGS, MAKEOPTS or NINJAOPTS)\n' +
+        '  MAKEFLAGS=--jobserver-auth=fifo:PATH   (and no -j in MAKEFLAGS or NINJAOPTS)\n' +
+        'On Gentoo, /etc/portage/make.conf (32: your CPUs):\n' +
+        '  MAKEOPTS="-j32 -l32"\n' +
+        '  NINJAOPTS="-l32"\n' +
+        '  MAKEFLAGS="-l32 --jobserver-auth=fifo:/dev/steve"\n' +
+        'emake leaves MAKEOPTS out when MAKEFLAGS is set (Portage >= 3.0.72; older\n' +
+        'ones with the emerge shim), so make stays in the pool, while ebuilds that\n' +
+        'read N from MAKEOPTS still get it. The shim, in /etc/portage/bashrc, also\n' +
+        'gives each package job one token (see its README).\n' +
         'Tokens are counted per process and taken back the moment a holder exits.\n' +
         'SIGUSR1 prints holders, waiters and reservations to stderr; SIGHUP re-reads the configuration;\n' +
         'SIGTERM/SIGINT stop cleanly. `stevectl` reads and changes settings while it runs.',
