@@ -3,6 +3,7 @@
 import { Command, CommanderError, InvalidArgumentError } from 'commander'
 import type { Readable, Writable } from 'node:stream'
 import { runAgent, AGENT_PROTOCOL_VERSION } from './agent'
+import { DEFAULT_TICK_MS, DEFAULT_TOKENS_AHEAD, runFifoBridge } from './fifo'
 import { defaultPaths, runCommand } from './run'
 
 /** Everything the CLI touches; bin/jobclient.js passes the real process. */
@@ -12,6 +13,11 @@ export interface CliIo {
   stdout: Writable
   stderr: Writable
   signals: NodeJS.EventEmitter
+}
+
+function nonNegativeInt(value: string): number {
+  if (!/^(0|[1-9]\d*)$/.test(value)) throw new InvalidArgumentError('must be an integer >= 0.')
+  return Number(value)
 }
 
 function positiveInt(value: string): number {
@@ -39,6 +45,29 @@ to COMMAND; the tokens go back once it has exited.
 Examples:
   jobclient run -- make            make's jobs share the pool, the first one on our token
   jobclient run -n 4 -- ./test.sh  a script that runs 4 things at once
+`
+
+const FIFO_HELP = `
+For clients that accept only a real named pipe (released ninja 1.13.x, cc-rs,
+gnumake-tokenpool, LLVM before 22), which refuse steved's FUSE file or CUSE device ("Not a
+fifo path") and would run unthrottled. COMMAND gets MAKEFLAGS=--jobserver-auth=fifo:PIPE (no
+-j; other flags kept), PIPE being a FIFO in a private directory that this process feeds from
+the jobserver: it keeps K tokens waiting in the pipe, replaces each one COMMAND takes, and
+returns those COMMAND writes back beyond K. steved accounts every token to this process; if it
+dies, steved takes them back and COMMAND is killed (setpriv --pdeathsig). COMMAND's own first
+job is its implicit slot, as for a make started from a shell.
+
+K trades parallelism against idle tokens: ninja 1.13 reads only when one of its jobs ends, so
+with K = 0 it runs one job at a time, and each of the K bytes is a token nobody else can use
+meanwhile. Default ${DEFAULT_TOKENS_AHEAD} (measured in bench/ninja; packages/jobclient/README.md).
+${ENVIRONMENT_HELP}
+Exit status: COMMAND's; 128+N if signal N killed it; 127/126 if it could not be run; 1 on
+jobserver errors; 2 on usage errors. SIGINT, SIGTERM and SIGHUP are passed to COMMAND.
+
+Examples:
+  jobclient fifo -- ninja -C build          released ninja on steved's pool
+  NINJA="jobclient-ninja" meson compile -C build
+  jobclient fifo -- cargo build             cc-rs inside build scripts joins the pool too
 `
 
 const AGENT_HELP = `
@@ -92,6 +121,29 @@ export function createProgram(io: CliIo, exit: (status: number) => void): Comman
     })
 
   program
+    .command('fifo')
+    .description('run a client that accepts only a named pipe (released ninja, cc-rs) on the pool')
+    .usage('[--tokens-ahead K] [--jobserver PATH] -- COMMAND [ARGS...]')
+    .option('-k, --tokens-ahead <K>', 'tokens kept waiting in the pipe', nonNegativeInt, DEFAULT_TOKENS_AHEAD)
+    .option('--jobserver <PATH>', 'take tokens from this jobserver instead of the environment')
+    .option('--stats <FILE>', 'write what the bridge measured (JSON) to FILE at the end')
+    .option('--tick <MS>', `how often the pipe is sampled, in ms (default ${DEFAULT_TICK_MS})`, positiveInt)
+    .option('--optional', 'when no jobserver can be opened, warn and run COMMAND as it is')
+    .argument('<command...>', 'the command and its arguments')
+    .passThroughOptions()
+    .addHelpText('after', FIFO_HELP)
+    .exitOverride()
+    .action(async (command: string[], opts: { tokensAhead: number; jobserver?: string; stats?: string; tick?: number; optional?: boolean }) => {
+      exit(
+        await runFifoBridge(
+          command,
+          { tokensAhead: opts.tokensAhead, jobserver: opts.jobserver, statsFile: opts.stats, tickMs: opts.tick, optional: opts.optional },
+          io,
+        ),
+      )
+    })
+
+  program
     .command('agent')
     .description('serve tokens over a line protocol on stdin/stdout (for Python and shell shims)')
     .option('--jobserver <PATH>', 'use this jobserver (FIFO, device or FUSE file) instead of the environment')
@@ -107,7 +159,7 @@ export function createProgram(io: CliIo, exit: (status: number) => void): Comman
       )
     })
 
-  program.addHelpText('after', `${ENVIRONMENT_HELP}\nRun 'jobclient run --help' or 'jobclient agent --help' for details.\n`)
+  program.addHelpText('after', `${ENVIRONMENT_HELP}\nRun 'jobclient run --help', 'jobclient fifo --help' or 'jobclient agent --help' for details.\n`)
   return program
 }
 
