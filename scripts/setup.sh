@@ -88,6 +88,16 @@ if [ ! -x "$PC/bin/pkgcheck" ] || ! cmp -s "$PC_REQS" "$PC/.steved-reqs"; then
   cp "$PC_REQS" "$PC/.steved-reqs"
 fi
 
+# --- 3d. cc-rs 1.0.88 vendored for test/strict-cc-rs.test.ts ------------------------
+# The last cc-rs whose jobserver client takes only real named pipes; the test builds offline.
+CCR=$ROOT/test/fixtures/cc-rs-crate
+CARGO=$(command -v cargo || echo "$HOME/.cargo/bin/cargo")
+if [ -x "$CARGO" ] && ! cmp -s "$CCR/Cargo.lock" "$CCR/vendor/.steved-lock"; then
+  log "vendoring cc-rs into test/fixtures/cc-rs-crate/vendor (crates.io)"
+  rm -rf "$CCR/vendor"
+  (cd "$CCR" && "$CARGO" vendor --locked --quiet vendor >/dev/null) && cp "$CCR/Cargo.lock" "$CCR/vendor/.steved-lock"
+fi
+
 # --- 4. build ---------------------------------------------------------------
 bash "$ROOT/scripts/build.sh"
 log "ready: make $("$VENV/bin/make" --version | head -1 | awk '{print $3}'), node $(node --version)"

@@ -15,8 +15,8 @@ export const JOBCLIENT = path.join(ROOT, 'packages', 'jobclient', 'bin', 'jobcli
 export const JOBCLIENT_NINJA = path.join(ROOT, 'packages', 'jobclient', 'bin', 'jobclient-ninja.js')
 
 /**
- * A compiler wrapper: logs start and end of every call to $CCLOG (when set, so meson's
- * configure-time probes stay out of the log), holds each compile for `holdMs` so that jobs
+ * A compiler wrapper: logs start and end of every compile or link to $CCLOG (when set, so
+ * meson's configure-time probes stay out of the log; never for --version, cc-rs's probe), holds each compile for `holdMs` so that jobs
  * overlap measurably on a busy 2-core machine, and runs the real cc.
  */
 export function writeCcWrapper(dir: string, holdMs = 200): string {
@@ -24,6 +24,7 @@ export function writeCcWrapper(dir: string, holdMs = 200): string {
   fs.writeFileSync(
     file,
     `#!/bin/sh
+case " $* " in *" --version "*) exec cc "$@" ;; esac
 if [ -n "$CCLOG" ]; then
   name="$$-$(date +%s%N)"
   echo "start $name $(date +%s%N)" >> "$CCLOG"
