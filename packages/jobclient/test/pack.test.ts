@@ -18,7 +18,8 @@ import { ROOT, requireFuseRoot, startSteved, tmpDir } from '../../../test/helper
 const PKG = path.join(ROOT, 'packages', 'jobclient')
 const STEVECTL = path.join(ROOT, 'packages', 'steved', 'bin', 'stevectl.js')
 const NODE_PREFIX = path.dirname(path.dirname(fs.realpathSync(process.execPath)))
-const VERSION: string = JSON.parse(fs.readFileSync(path.join(PKG, 'package.json'), 'utf8')).version
+const MANIFEST = JSON.parse(fs.readFileSync(path.join(PKG, 'package.json'), 'utf8')) as { version: string; bin: Record<string, string> }
+const VERSION = MANIFEST.version
 
 // The environment of every npm call: no jobserver from the caller, nothing from the checkout.
 const baseEnv: NodeJS.ProcessEnv = { ...process.env, npm_config_nodedir: NODE_PREFIX }
@@ -123,13 +124,13 @@ t.test('npm pack, npm install TARBALL outside the checkout, the README example a
   const want = [
     'README.md',
     'package.json',
-    'bin/jobclient.js',
+    ...Object.values(MANIFEST.bin).map((b) => b.replace(/^\.\//, '')),
     'binding.gyp',
     'native/jobclient.cc',
     `prebuilds/linux-${os.arch()}/jobclient.glibc.node`,
     ...dist,
   ].sort()
-  t.same(files, want, 'the tarball holds exactly: README, package.json, bin, dist JS and types, the addon sources and the prebuild')
+  t.same(files, want, 'the tarball holds exactly: README, package.json, the bin commands, dist JS and types, the addon sources and the prebuild')
 
   await t.test('installed with the shipped prebuild: no compiler used', async (t) => {
     const proj = newProject('prebuilt')
