@@ -4,6 +4,7 @@
 //     `errno`, `syscall`, `path`), built from the -errno the native layer returns;
 //   - JobserverError, for everything that is about the protocol rather than a syscall, with a
 //     closed set of ERR_JOBSERVER_* codes.
+import * as fs from 'node:fs'
 import * as util from 'node:util'
 
 /** The closed set of domain error codes. */
@@ -67,6 +68,8 @@ export function systemError(negErrno: number, syscall: string, path?: string): S
   e.errno = errno
   e.syscall = syscall
   if (path !== undefined) e.path = path
+  // A dead mount can answer any call (a read, a poll), not only the open: same words everywhere.
+  if (path !== undefined && problemOf(code) === 'dead-mount') e.message = describeProblem('dead-mount', path)
   return e
 }
 
@@ -75,5 +78,103 @@ export function abortError(signal: AbortSignal): Error {
   const e = new Error('The operation was aborted', { cause: signal.reason }) as Error & { code: string }
   e.name = 'AbortError'
   e.code = 'ABORT_ERR'
+  return e
+}
+
+// The words for the four ways a jobserver path can fail, in one place for every Node tool of the
+// project (jobclient, stevectl, the emerge shim): a user meets the same sentence whichever tool
+// tripped over the condition. The pytest plugin has the same words in Python
+// (pytest_steved_jobserver.plugin.problem_words); test/problem-words.test.ts holds both to one table.
+
+/** A condition of a jobserver path that a user can act on. */
+export type JobserverProblem = 'dead-mount' | 'missing' | 'not-a-jobserver' | 'permission'
+
+/** Which problem an error code means, or null for any other code. */
+export function problemOf(code: string | undefined): JobserverProblem | null {
+  switch (code) {
+    case 'ENOTCONN':
+    case 'ECONNABORTED':
+      return 'dead-mount'
+    case 'ENOENT':
+      return 'missing'
+    case 'ERR_JOBSERVER_NOT_FIFO':
+      return 'not-a-jobserver'
+    case 'EACCES':
+    case 'EPERM':
+      return 'permission'
+    default:
+      return null
+  }
+}
+
+/**
+ * What is wrong and what to do, for `path`. `group` matters for 'permission' only: the group the
+ * file is served to (from its mode and owner, see accessGroup), or null when only root may use it.
+ */
+export function problemWords(problem: JobserverProblem, path: string, group: string | null = null): { what: string; todo: string } {
+  switch (problem) {
+    case 'dead-mount':
+      return { what: `${path} is a dead steved mount (steved stopped or crashed)`, todo: 'start steved again; it clears the dead mount' }
+    case 'missing':
+      return { what: `${path} does not exist`, todo: 'start steved, or use the path it serves' }
+    case 'not-a-jobserver':
+      return {
+        what: `${path} is not a jobserver (not a FIFO, a character device or a file steved serves)`,
+        todo: 'start steved, or use the path it serves',
+      }
+    case 'permission':
+      return group !== null
+        ? { what: `permission denied on ${path}`, todo: `join group ${group}, which steved serves it to (as root: usermod -aG ${group} USER), then log in again` }
+        : {
+            what: `permission denied on ${path}`,
+            todo: 'steved serves it to root only: as root, create group jobserver (groupadd jobserver), add yourself (usermod -aG jobserver USER) and restart steved, or start it with --mode 0666',
+          }
+  }
+}
+
+/** The one line for a problem: "WHAT; TODO". */
+export function describeProblem(problem: JobserverProblem, path: string, group: string | null = null): string {
+  const { what, todo } = problemWords(problem, path, group)
+  return `${what}; ${todo}`
+}
+
+/**
+ * The group a jobserver file is served to: its owning group when the mode gives that group read
+ * and write, by name from /etc/group (else the number). Null when only the owner may use it, when
+ * the group is root's, or when the file cannot be examined.
+ */
+export function accessGroup(path: string): string | null {
+  let st: fs.Stats
+  try {
+    st = fs.statSync(path)
+  } catch {
+    return null
+  }
+  if ((st.mode & 0o060) !== 0o060 || st.gid === 0) return null
+  try {
+    for (const line of fs.readFileSync('/etc/group', 'utf8').split('\n')) {
+      const f = line.split(':')
+      if (f.length >= 3 && Number(f[2]) === st.gid && f[0] !== '') return f[0]
+    }
+  } catch {
+    // No /etc/group (a minimal container): the number still names the group.
+  }
+  return String(st.gid)
+}
+
+/**
+ * Rewrite the message of an error about `path` in the shared words when its code is one of the
+ * problems (the code, errno and syscall stay: they are the API). `syscall` limits which problems
+ * apply: a dead mount can show up on any call, the others only when opening or examining the path
+ * (ENOENT from an ioctl means something else).
+ */
+export function withProblemWords<E>(e: E, path: string): E {
+  const err = e as { code?: string; syscall?: string; message?: string }
+  if (err === null || typeof err !== 'object') return e
+  const problem = problemOf(err.code)
+  if (problem === null) return e
+  const opening = err.syscall === undefined || err.syscall === 'open' || err.syscall === 'stat' || err.syscall === 'statfs'
+  if (problem !== 'dead-mount' && !opening) return e
+  err.message = describeProblem(problem, path, problem === 'permission' ? accessGroup(path) : null)
   return e
 }

@@ -22,5 +22,16 @@ export {
   type Makeflags,
   type EnvMakeflags,
 } from './makeflags'
-export { JobserverError, systemError, type JobserverErrorCode, type SystemError } from './errors'
+export {
+  JobserverError,
+  systemError,
+  problemOf,
+  problemWords,
+  describeProblem,
+  accessGroup,
+  withProblemWords,
+  type JobserverErrorCode,
+  type SystemError,
+  type JobserverProblem,
+} from './errors'
 export { loadNative, UV_READABLE, FIONREAD, type Native, type NativePoller, type PollCallback } from './native'

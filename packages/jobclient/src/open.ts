@@ -12,7 +12,7 @@
 //                   pipe. The inherited fds stay as they are.
 // Node's fs.openSync runs open(2) on the calling thread (no worker) and adds O_CLOEXEC.
 import * as fs from 'node:fs'
-import { JobserverError, type SystemError } from './errors'
+import { describeProblem, JobserverError, withProblemWords, type SystemError } from './errors'
 import type { JobserverAuth } from './makeflags'
 
 /** FUSE's statfs f_type (linux/magic.h FUSE_SUPER_MAGIC). */
@@ -34,22 +34,13 @@ export interface OpenedJobserver {
  * `R,W` fds that are closed or are not a pipe.
  */
 export function openJobserver(auth: JobserverAuth): OpenedJobserver {
-  const { O_RDWR, O_RDONLY, O_WRONLY, O_NONBLOCK } = fs.constants
+  const { O_RDONLY, O_WRONLY, O_NONBLOCK } = fs.constants
   if (auth.style === 'fifo') {
-    const st = fs.statSync(auth.path)
-    // make, jobserver-rs and Portage accept any path; we only refuse what cannot work: a plain
-    // file on a disk file system reads as EOF once drained (a busy spin for make).
-    if (!st.isFIFO() && !st.isCharacterDevice()) {
-      const onFuse = st.isFile() && fs.statfsSync(auth.path).type === FUSE_SUPER_MAGIC
-      if (!onFuse) {
-        throw new JobserverError(
-          'ERR_JOBSERVER_NOT_FIFO',
-          `${auth.path} is not a jobserver: expected a FIFO, a character device or a file served by FUSE`,
-        )
-      }
+    try {
+      return openNamed(auth.path)
+    } catch (e) {
+      throw withProblemWords(e, auth.path)
     }
-    const fd = fs.openSync(auth.path, O_RDWR | O_NONBLOCK)
-    return { readFd: fd, writeFd: fd, path: auth.path, childPath: auth.path }
   }
   checkPipeFd(auth.read, 'read')
   checkPipeFd(auth.write, 'write')
@@ -63,6 +54,19 @@ export function openJobserver(auth: JobserverAuth): OpenedJobserver {
     throw e
   }
   return { readFd, writeFd, path: readPath, childPath: `/proc/${process.pid}/fd/${readFd}` }
+}
+
+/** A `fifo:` path: a FIFO, a character device (CUSE) or a file on FUSE (steved's own file). */
+function openNamed(path: string): OpenedJobserver {
+  const st = fs.statSync(path)
+  // make, jobserver-rs and Portage accept any path; we only refuse what cannot work: a plain
+  // file on a disk file system reads as EOF once drained (a busy spin for make).
+  if (!st.isFIFO() && !st.isCharacterDevice()) {
+    const onFuse = st.isFile() && fs.statfsSync(path).type === FUSE_SUPER_MAGIC
+    if (!onFuse) throw new JobserverError('ERR_JOBSERVER_NOT_FIFO', describeProblem('not-a-jobserver', path))
+  }
+  const fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_NONBLOCK)
+  return { readFd: fd, writeFd: fd, path, childPath: path }
 }
 
 function checkPipeFd(fd: number, end: string): void {

@@ -12,7 +12,7 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 
-import { fromEnv, loadNative } from 'jobclient'
+import { accessGroup, describeProblem, fromEnv, loadNative, problemOf } from 'jobclient'
 
 import {
   SETTINGS,
@@ -102,6 +102,16 @@ export function findDevice(explicit: string | undefined, env: NodeJS.ProcessEnv 
   )
 }
 
+/** A FIFO, a character device or a file on FUSE; anything else cannot serve tokens at all. */
+function couldBeJobserver(p: string): boolean {
+  try {
+    const st = fs.statSync(p)
+    return st.isFIFO() || st.isCharacterDevice() || (st.isFile() && fs.statfsSync(p).type === 0x65735546)
+  } catch {
+    return true
+  }
+}
+
 /** An open connection to steved's control ioctls. */
 export class Control {
   private readonly fd: number
@@ -112,8 +122,8 @@ export class Control {
       this.fd = fs.openSync(device, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK)
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code
-      if (code === 'ENOENT') throw new CtlError(`${device} does not exist: is steved running?`, 1)
-      if (code === 'ENOTCONN' || code === 'ECONNABORTED') throw new CtlError(`${device} is a dead steved mount (steved crashed?); restart steved`, 1)
+      const problem = problemOf(code)
+      if (problem !== null) throw new CtlError(describeProblem(problem, device, problem === 'permission' ? accessGroup(device) : null), 1)
       throw new CtlError(`cannot open ${device}: ${code}`, 1)
     }
   }
@@ -121,7 +131,10 @@ export class Control {
   private ioctl(request: number, buf: Buffer): void {
     const r = this.native.ioctl(this.fd, request, buf)
     if (r >= 0) return
+    // steved stopped under an open file (stevectl top): the same words as a dead mount at open.
+    if (r === -E.ENOTCONN || r === -E.ECONNABORTED) throw Object.assign(new CtlError(describeProblem('dead-mount', this.device), 1), { errno: r })
     if (r === -E.ENOTTY || r === -E.EINVAL && request === STEVED_IOC_GET) {
+      if (!couldBeJobserver(this.device)) throw new CtlError(describeProblem('not-a-jobserver', this.device), 1)
       throw new CtlError(`${this.device} is not a steved jobserver (it does not answer steved's control requests)`, 1)
     }
     const name = os.constants.errno ? Object.entries(E).find(([, v]) => v === -r)?.[0] ?? String(-r) : String(-r)

@@ -134,11 +134,11 @@ t.test('stevectl says clearly when steved is not there or the path is not steved
   const dir = tmpDir(t)
   const missing = await ctl(path.join(dir, 'nothing'), '--get-jobs')
   t.equal(missing.code, 1)
-  t.match(missing.stderr, /does not exist: is steved running\?/)
+  t.match(missing.stderr, /does not exist; start steved, or use the path it serves/)
   fs.writeFileSync(path.join(dir, 'plain'), '')
   const plain = await ctl(path.join(dir, 'plain'), '--get-jobs')
   t.equal(plain.code, 1)
-  t.match(plain.stderr, /is not a steved jobserver/)
+  t.match(plain.stderr, /is not a jobserver \(not a FIFO, a character device or a file steved serves\); start steved/)
   const none = await run(process.execPath, [CTL, '--get-jobs'], { env: { PATH: process.env.PATH } })
   if (!fs.existsSync('/dev/steve') && !fs.existsSync('/run/steved/jobserver')) {
     t.equal(none.code, 1)
