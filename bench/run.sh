@@ -9,6 +9,7 @@
 #                                      into bench/results/partial/ (or quick/), README untouched;
 #                                      sections not run keep what partial/ has, else the
 #                                      committed results
+#   npm run bench -- ninja             only when named: released ninja via jobclient fifo, per K
 # Only a full run without --quick writes the tracked bench/results/ and README.md, and only
 # once every section has finished (it measures into partial/ first).
 # Does all set-up first (scripts/setup.sh), builds the C parts with gcc and pkg-config fuse3.
@@ -23,8 +24,8 @@ SECTIONS=()
 for a in "$@"; do
   case "$a" in
     --quick) QUICK=--quick ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    transport|scheduling|reclaim|scale|report) SECTIONS+=("$a") ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    transport|scheduling|reclaim|scale|report|ninja) SECTIONS+=("$a") ;;
     *) echo "bench: unknown argument '$a' (see bash bench/run.sh --help)" >&2; exit 2 ;;
   esac
 done

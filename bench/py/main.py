@@ -1,7 +1,9 @@
 """Run the benchmarks: python bench/py/main.py --work DIR --out DIR [--quick] [SECTION...]
 
 SECTION: transport, scheduling, reclaim, scale, report (default: all, in that order). The
-report step reads the JSON files in --out, draws the plots and writes summary.md.
+report step reads the JSON files in --out, draws the plots and writes summary.md. ninja (released
+ninja through `jobclient fifo`, bench/py/ninja.py) runs only when named; it writes ninja.json
+and ninja.md.
 """
 
 import argparse
@@ -15,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 SECTIONS = ("transport", "scheduling", "reclaim", "scale", "report")
+ON_REQUEST = ("ninja",)
 
 
 def main() -> int:
@@ -28,7 +31,7 @@ def main() -> int:
     # stops what it started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     a = ap.parse_args()
-    bad = [s for s in a.sections if s not in SECTIONS]
+    bad = [s for s in a.sections if s not in SECTIONS + ON_REQUEST]
     if bad:
         ap.error(f"unknown section(s) {bad}; choose from {SECTIONS}")
     a.out.mkdir(parents=True, exist_ok=True)
@@ -44,6 +47,8 @@ def main() -> int:
             import reclaim as m
         elif s == "scale":
             import scale as m
+        elif s == "ninja":
+            import ninja as m
         else:
             import report as m
         if s == "report":
