@@ -36,7 +36,7 @@ import { describeError, jobsFlagWarning, openForCli, type RunIo } from './run'
 const debug = util.debuglog('jobclient')
 
 /** Bytes kept in the pipe when --tokens-ahead is not given (chosen from bench/ninja). */
-export const DEFAULT_TOKENS_AHEAD = 1
+export const DEFAULT_TOKENS_AHEAD = 2
 /** How often the pipe is sampled, in ms. */
 export const DEFAULT_TICK_MS = 5
 
