@@ -217,9 +217,9 @@ else:
           run_dir.parent == Path("/run") and unit_kv.get("RuntimeDirectory") == [run_dir.name]
           and any(fuse_path in v for v in unit_kv.get("ExecStopPost", [])), str(unit_kv.get("RuntimeDirectory")))
     check("steved ebuild tells the exact make.conf lines for both transports",
-          f"'  MAKEFLAGS=\"--jobserver-auth=fifo:{dev}\"'" in text
-          and f"MAKEFLAGS=\"--jobserver-auth=fifo:{fuse_path}\"" in text
-          and "elog '  NINJAOPTS=\"\"'" in text and "elog '  FEATURES=\"jobserver-token\"'" in text, "missing")
+          f"'  MAKEFLAGS=\"-l32 --jobserver-auth=fifo:{dev}\"'" in text
+          and f"MAKEFLAGS=\"-l32 --jobserver-auth=fifo:{fuse_path}\"" in text
+          and "elog '  MAKEOPTS=\"-j32 -l32\"'" in text and "elog '  NINJAOPTS=\"-l32\"'" in text, "missing")
 
 # --- the packages the overlay installs when they exist ----------------------------------------
 bridge = ROOT / "packages/pytest-bridge/pyproject.toml"

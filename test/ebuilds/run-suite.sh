@@ -481,10 +481,11 @@ portage_use() { # with USE=portage: the shim when the release has it, else a cle
 }
 postinst_new_system() {
   ROOT=$TMP/root-new phase_out "$TMP/postinst.log" -- pkg_postinst || return 1
-  output_has "$TMP/postinst.log" 'elog:   MAKEFLAGS="--jobserver-auth=fifo:/dev/steve"' 'elog:   NINJAOPTS=""' \
-    'elog:   FEATURES="jobserver-token"' 'elog:     systemctl enable --now steved' \
+  # The seeds' make.conf, the same text as README.md, steved --help and the shim's README.
+  output_has "$TMP/postinst.log" 'elog:   MAKEOPTS="-j32 -l32"' 'elog:   NINJAOPTS="-l32"' \
+    'elog:   MAKEFLAGS="-l32 --jobserver-auth=fifo:/dev/steve"' 'elog:     systemctl enable --now steved' \
     'elog:     rc-update add steved default' 'mock: udev_reload' || return 1
-  grep -q 'Do not put -j in MAKEFLAGS or NINJAOPTS' "$TMP/postinst.log"
+  grep -q 'Never put -j in' "$TMP/postinst.log"
 }
 postinst_configured() {
   ROOT=$TMP/root-set phase_out "$TMP/postinst.log" -- pkg_postinst || return 1

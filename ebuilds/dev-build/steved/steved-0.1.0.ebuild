@@ -146,18 +146,16 @@ pkg_postinst() {
 		elog "  for systemd:"
 		elog "    systemctl enable --now steved"
 		elog
-		elog "Then add to /etc/portage/make.conf:"
+		elog "Then add to /etc/portage/make.conf (32: your number of CPUs):"
 		elog
-		elog '  MAKEFLAGS="--jobserver-auth=fifo:/dev/steve"'
-		elog '  NINJAOPTS=""'
-		elog '  FEATURES="jobserver-token"'
+		elog '  MAKEOPTS="-j32 -l32"'
+		elog '  NINJAOPTS="-l32"'
+		elog '  MAKEFLAGS="-l32 --jobserver-auth=fifo:/dev/steve"'
 		elog
-		elog "Do not put -j in MAKEFLAGS or NINJAOPTS: an explicit -j turns the jobserver"
-		elog "off (make starts its own, ninja ignores the pool); -l in NINJAOPTS is fine."
-		elog "emake ignores MAKEOPTS once MAKEFLAGS is set (Portage >= 3.0.72), so keep"
-		elog "-jN there only for ebuilds that read it. FEATURES=jobserver-token (Portage"
-		elog ">= 3.0.74) makes every emerge job hold a token, so --jobs cannot overrun"
-		elog "the pool."
+		elog "emake leaves MAKEOPTS out when MAKEFLAGS is set (Portage >= 3.0.72; older"
+		elog "ones with the emerge shim below), so make stays in the pool, while ebuilds"
+		elog "that read N from MAKEOPTS (epytest, cargo) still get it. Never put -j in"
+		elog "MAKEFLAGS or NINJAOPTS: there it turns the jobserver off."
 		elog
 		elog "/dev/steve is root:jobserver 0660: add the users who build outside Portage"
 		elog "to the jobserver group, and check that \"id -nG portage\" lists it"
@@ -168,20 +166,24 @@ pkg_postinst() {
 	if [[ -z ${ROOT} && ! -e /dev/cuse ]]; then
 		elog
 		elog "There is no /dev/cuse here (modprobe cuse?). Without it steved serves"
-		elog '  MAKEFLAGS="--jobserver-auth=fifo:/run/steved/jobserver"'
+		elog '  MAKEFLAGS="-l32 --jobserver-auth=fifo:/run/steved/jobserver"'
 		elog "instead; under systemd it then needs 'user_allow_other' in /etc/fuse.conf."
 	fi
 
 	if use portage; then
 		elog
-		elog "The emerge shim gives FEATURES=jobserver-token to Portage < 3.0.74, and"
-		elog "per-package caps (JOBSERVER_MAX_JOBS, JOBSERVER_TOKENS in package.env)."
-		elog "Enable it in /etc/portage/bashrc:"
+		elog "And the emerge shim in /etc/portage/bashrc: each package job holds one"
+		elog "token while it builds, so emerge --jobs cannot overrun the pool (any"
+		elog "Portage), and package.env may set JOBSERVER_MAX_JOBS / JOBSERVER_TOKENS:"
 		elog
 		elog "  if [[ -r ${EPREFIX}/usr/share/steved/steved-jobserver.bashrc ]]; then"
 		elog "      source ${EPREFIX}/usr/share/steved/steved-jobserver.bashrc"
 		elog "      steved_jobserver_hook"
 		elog "  fi"
+	else
+		elog
+		elog "Without USE=portage (the emerge shim), FEATURES=jobserver-token (Portage"
+		elog ">= 3.0.74) makes each emerge job hold a token."
 	fi
 }
 
