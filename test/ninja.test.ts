@@ -154,6 +154,24 @@ t.test('without the bridge the same ninja escapes the pool; through it, it stays
   await allBack(t, s, JOBS)
 })
 
+t.test("steved's per-process limit caps a whole ninja build: steved sees it as the bridge", async (t) => {
+  const dir = tmpDir(t, 'steved-ninja-')
+  const s = await startSteved(t, { jobs: 4, dir, args: ['--per-process-limit', '1'] })
+  const cc = writeCcWrapper(dir)
+  const env = baseEnv()
+  const build = await mesonSetup(path.join(dir, 'm'), 16, cc, env)
+  const log = path.join(dir, 'compiles.log')
+  const r = await run(process.execPath, [JOBCLIENT, 'fifo', '--', NINJA, '-C', build], {
+    env: { ...env, MAKEFLAGS: s.makeflags, CCLOG: log },
+    timeoutMs: 300000,
+  })
+  t.equal(r.code, 0, `bridged ninja built it: ${r.stderr}`)
+  const peak = maxOverlap(parseJobLog(fs.readFileSync(log, 'utf8')))
+  t.ok(peak <= 2, `peak ${peak} <= 1 token (the limit) + 1 implicit slot, on a pool of 4`)
+  t.ok(peak >= 2, `peak ${peak}: it did get its one token`)
+  await allBack(t, s, 4)
+})
+
 for (const victim of ['bridge', 'ninja'] as const) {
   t.test(`the ${victim} SIGKILLed mid-build: every token comes back`, async (t) => {
     const JOBS = 3
