@@ -202,7 +202,14 @@ export async function phaseCommand(io: ShimIo, pid: number): Promise<number> {
   const h = await holderSocket(io, job, plan, ctx.phase)
   if (!h) return 0
   if (h.restarted && !first) {
-    io.say('warn', `jobserver: the holder of ${job.pkg}'s token from earlier phases is gone (killed? FEATURES=cgroup and pid-sandbox kill what a phase leaves running); taking the token again`)
+    // FEATURES=pid-sandbox (a Portage default) and cgroup end every phase by killing what it
+    // left running, the holder included: expected there, so not a warning.
+    const killer = ['pid-sandbox', 'cgroup'].filter((f) => (io.env.FEATURES ?? '').split(/\s+/).includes(f))
+    if (killer.length > 0) {
+      io.say('info', `jobserver: FEATURES=${killer.join(',')} ended the holder of ${job.pkg}'s token with the last phase; taking the token again`)
+    } else {
+      io.say('warn', `jobserver: the holder of ${job.pkg}'s token from earlier phases is gone (killed? FEATURES=cgroup and pid-sandbox kill what a phase leaves running); taking the token again`)
+    }
   }
   let waited = false
   const r = await request(h.sock, { v: 1, op: 'attach', pid, start: selfStart(io, pid), phase: ctx.phase }, (m) => {

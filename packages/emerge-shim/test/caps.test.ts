@@ -20,52 +20,52 @@ const capBinds = (name: string) => (s: StatusDoc) => {
 }
 
 for (const version of PORTAGE_VERSIONS) {
-t.test(`Portage ${version}: JOBSERVER_MAX_JOBS=2: the capped build never runs more than 2 jobs, the uncapped one uses the rest of the pool`, async (t) => {
-  const dir = tmpDir(t)
-  const steved = await startSteved(t, { jobs: 8, dir })
-  const tag = processTag(t)
-  const recipe = writeRecipe(dir)
-  const log = path.join(dir, 'recipes.log')
-  const [bA, bB] = ['barrier-capped', 'barrier-free'].map((d) => {
-    fs.mkdirSync(path.join(dir, d))
-    return path.join(dir, d)
-  })
-  const go = path.join(dir, 'go-capped')
-  const capped = {
-    name: 'capped',
-    env: { JOBSERVER_MAX_JOBS: '2' },
-    // Two recipes must run at once (the cap is reached), then they wait until the test has
-    // seen the cap hold make back.
-    makefile: makefile({ prefix: 'capped', n: 6, recipe, log, barrier: 2, barrierDir: bA, gate: go, seconds: 0.1 }),
-  }
-  const free = {
-    name: 'free',
-    // Six recipes at once: all of the pool that the capped build may not use (8 - 2).
-    makefile: makefile({ prefix: 'free', n: 10, recipe, log, barrier: 6, barrierDir: bB, seconds: 0.3 }),
-  }
-  const bed = makeBed({ version, jobserver: steved, dir, tag, packages: [capped, free] })
-  const emerge = bed.emerge(t, ['--jobs=2', 'app-misc/capped', 'app-misc/free'])
-  const seen = await waitForStatus(steved, (s) => capBinds('app-misc/capped-1')(s) && fs.readdirSync(bA).length === 2, "the cap to hold the capped build's make back", 120_000)
-  const group = seen.groups.find((g) => g.name === 'app-misc/capped-1')!
-  t.equal(group.limit, 2, "group limit 2: the holder's token (it pays for make's implicit slot) and one token make may read")
-  t.ok(group.tokens <= 2, `the group holds ${group.tokens} token(s)`)
-  fs.writeFileSync(go, '')
-  const done = await emerge.exited
-  t.equal(done.code, 0, `emerge finished: ${done.stdout.slice(-2000)}`)
-  t.ok(bed.installed('capped') && bed.installed('free'), 'both merged')
+  t.test(`Portage ${version}: JOBSERVER_MAX_JOBS=2: the capped build never runs more than 2 jobs, the uncapped one uses the rest of the pool`, async (t) => {
+    const dir = tmpDir(t)
+    const steved = await startSteved(t, { jobs: 8, dir })
+    const tag = processTag(t)
+    const recipe = writeRecipe(dir)
+    const log = path.join(dir, 'recipes.log')
+    const [bA, bB] = ['barrier-capped', 'barrier-free'].map((d) => {
+      fs.mkdirSync(path.join(dir, d))
+      return path.join(dir, d)
+    })
+    const go = path.join(dir, 'go-capped')
+    const capped = {
+      name: 'capped',
+      env: { JOBSERVER_MAX_JOBS: '2' },
+      // Two recipes must run at once (the cap is reached), then they wait until the test has
+      // seen the cap hold make back.
+      makefile: makefile({ prefix: 'capped', n: 6, recipe, log, barrier: 2, barrierDir: bA, gate: go, seconds: 0.1 }),
+    }
+    const free = {
+      name: 'free',
+      // Six recipes at once: all of the pool that the capped build may not use (8 - 2).
+      makefile: makefile({ prefix: 'free', n: 10, recipe, log, barrier: 6, barrierDir: bB, seconds: 0.3 }),
+    }
+    const bed = makeBed({ version, jobserver: steved, dir, tag, packages: [capped, free] })
+    const emerge = bed.emerge(t, ['--jobs=2', 'app-misc/capped', 'app-misc/free'])
+    const seen = await waitForStatus(steved, (s) => capBinds('app-misc/capped-1')(s) && fs.readdirSync(bA).length === 2, "the cap to hold the capped build's make back", 120_000)
+    const group = seen.groups.find((g) => g.name === 'app-misc/capped-1')!
+    t.equal(group.limit, 2, "group limit 2: the holder's token (it pays for make's implicit slot) and one token make may read")
+    t.ok(group.tokens <= 2, `the group holds ${group.tokens} token(s)`)
+    fs.writeFileSync(go, '')
+    const done = await emerge.exited
+    t.equal(done.code, 0, 'emerge finished', { output: done.stdout.slice(-3000) })
+    t.ok(bed.installed('capped') && bed.installed('free'), 'both merged')
 
-  const jobs = parseJobLog(fs.readFileSync(log, 'utf8'))
-  const a = jobs.filter((j) => j.name.startsWith('capped-'))
-  const b = jobs.filter((j) => j.name.startsWith('free-'))
-  t.equal(a.length, 6)
-  t.equal(b.length, 10)
-  t.equal(maxOverlap(a), 2, 'the capped build ran 2 jobs at once at most (and reached 2)')
-  t.ok(maxOverlap(b) >= 6, `the uncapped build ran ${maxOverlap(b)} jobs at once: the rest of the pool`)
-  t.ok(maxOverlap(jobs) <= 8, `${maxOverlap(jobs)} jobs at once in all, within the pool of 8`)
-  t.match(bed.buildLog('capped'), /JOBSERVER_MAX_JOBS=2: this build runs at most 2 job\(s\) at once \(steved group app-misc\/capped-1/)
-  t.notMatch(bed.buildLog('free'), /JOBSERVER_MAX_JOBS/)
-  await waitForStatus(steved, (s) => s.holders.length === 0 && s.groups.length === 0 && s.pool.free === 8, 'every token back, the group gone')
-})
+    const jobs = parseJobLog(fs.readFileSync(log, 'utf8'))
+    const a = jobs.filter((j) => j.name.startsWith('capped-'))
+    const b = jobs.filter((j) => j.name.startsWith('free-'))
+    t.equal(a.length, 6)
+    t.equal(b.length, 10)
+    t.equal(maxOverlap(a), 2, 'the capped build ran 2 jobs at once at most (and reached 2)')
+    t.ok(maxOverlap(b) >= 6, `the uncapped build ran ${maxOverlap(b)} jobs at once: the rest of the pool`)
+    t.ok(maxOverlap(jobs) <= 8, `${maxOverlap(jobs)} jobs at once in all, within the pool of 8`)
+    t.match(bed.buildLog('capped'), /JOBSERVER_MAX_JOBS=2: this build runs at most 2 job\(s\) at once \(steved group app-misc\/capped-1/)
+    t.notMatch(bed.buildLog('free'), /JOBSERVER_MAX_JOBS/)
+    await waitForStatus(steved, (s) => s.holders.length === 0 && s.groups.length === 0 && s.pool.free === 8, 'every token back, the group gone')
+  })
 }
 
 t.test('Portage 3.0.73: JOBSERVER_MAX_JOBS=1: one job at a time although the pool has more', async (t) => {
@@ -83,7 +83,7 @@ t.test('Portage 3.0.73: JOBSERVER_MAX_JOBS=1: one job at a time although the poo
   t.equal(seen.groups[0]?.limit, 1, "limit 1: the job's own token, on which make runs its one job")
   fs.writeFileSync(go, '')
   const done = await emerge.exited
-  t.equal(done.code, 0, `emerge finished: ${done.stdout.slice(-2000)}`)
+  t.equal(done.code, 0, 'emerge finished', { output: done.stdout.slice(-3000) })
   t.equal(maxOverlap(parseJobLog(fs.readFileSync(log, 'utf8'))), 1, 'one recipe at a time')
 })
 
@@ -94,7 +94,7 @@ t.test('Portage 3.0.73: JOBSERVER_TOKENS=2: the job holds 2 tokens from setup to
   const job = { name: 'wide', env: { JOBSERVER_TOKENS: '2' }, makefile: 'all:\n\t@true\n' }
   const bed = makeBed({ version: '3.0.73', jobserver: steved, dir, tag, packages: [job], probe: true })
   const done = await bed.emerge(t, ['app-misc/wide']).exited
-  t.equal(done.code, 0, `emerge finished: ${done.stdout.slice(-2000)}`)
+  t.equal(done.code, 0, 'emerge finished', { output: done.stdout.slice(-3000) })
   const ps = bed.probes('wide')
   t.equal(ps.length, 6, 'a probe in every build phase (no test phase without FEATURES=test)')
   for (const p of ps) t.equal(holdersOf(p.status, 'app-misc/wide-1')[0]?.tokens, 2, `${p.phase}: the holder holds 2 tokens`)

@@ -38,7 +38,7 @@ t.test('Portage 3.0.73 without the shim: 4 jobs under 2 tokens run 4 recipes at 
   const pkgs = packages(dir, 4, 2, 4)
   const bed = makeBed({ version: '3.0.73', jobserver: steved, dir, tag, packages: pkgs, shim: false })
   const done = await bed.emerge(t, ['--jobs=4', ...pkgs.map((p) => `app-misc/${p.name}`)]).exited
-  t.equal(done.code, 0, `emerge finished: ${done.stdout.slice(-2000)}`)
+  t.equal(done.code, 0, 'emerge finished', { output: done.stdout.slice(-3000) })
   for (const p of pkgs) t.ok(bed.installed(p.name), `${p.name} merged`)
   const recipes = parseJobLog(fs.readFileSync(bed.jobsLog, 'utf8')).filter((j) => !j.name.startsWith('job-'))
   const peak = maxOverlap(recipes)
@@ -62,7 +62,7 @@ for (const v of variants) {
     const bed = makeBed({ version: v.version, jobserver: steved, dir, tag, packages: pkgs, featuresToken: v.featuresToken, probe: true })
     const emerge = bed.emerge(t, ['--jobs=8', ...pkgs.map((p) => `app-misc/${p.name}`)])
     const done = await emerge.exited
-    t.equal(done.code, 0, `emerge finished: ${done.stdout.slice(-2000)}`)
+    t.equal(done.code, 0, 'emerge finished', { output: done.stdout.slice(-3000) })
     for (const p of pkgs) t.ok(bed.installed(p.name), `${p.name} merged`)
 
     const log = parseJobLog(fs.readFileSync(bed.jobsLog, 'utf8'))
@@ -109,3 +109,27 @@ for (const v of variants) {
     t.equal(st.counters.granted, st.counters.returned, `granted ${st.counters.granted} = returned ${st.counters.returned}`)
   })
 }
+
+// FEATURES=pid-sandbox (on by default where the kernel allows it) ends every phase by killing
+// its pid namespace, the holder included: the job holds its token during each phase and takes
+// it again in the next, so between phases another job may start. make jobs stay within the
+// pool all the same: each make's implicit slot runs while its job holds a token.
+t.test('Portage 3.0.73 with FEATURES=pid-sandbox: the token is taken afresh in every phase; make jobs stay within the pool', async (t) => {
+  const dir = tmpDir(t)
+  const steved = await startSteved(t, { jobs: 2, dir })
+  const tag = processTag(t)
+  const pkgs = packages(dir, 3, 3, 2)
+  const bed = makeBed({ version: '3.0.73', jobserver: steved, dir, tag, packages: pkgs, makeConf: ['FEATURES="${FEATURES} pid-sandbox"'] })
+  const done = await bed.emerge(t, ['--jobs=8', ...pkgs.map((p) => `app-misc/${p.name}`)]).exited
+  t.equal(done.code, 0, 'emerge finished', { output: done.stdout.slice(-3000) })
+  for (const p of pkgs) t.ok(bed.installed(p.name), `${p.name} merged`)
+  const recipes = parseJobLog(fs.readFileSync(bed.jobsLog, 'utf8')).filter((j) => !j.name.startsWith('job-'))
+  t.equal(maxOverlap(recipes), 2, 'at most (and at the peak) 2 recipes at once on 2 tokens')
+  for (const p of pkgs) {
+    const out = bed.buildLog(p.name)
+    t.match(out, /jobserver: FEATURES=pid-sandbox ended the holder of app-misc\/pkg\d-1's token with the last phase; taking the token again/, `${p.name}: said why it takes the token again`)
+    t.same(ewarns(out), [], `${p.name}: no warnings (ewarn)`)
+  }
+  const st = await waitForStatus(steved, (s) => s.holders.length === 0 && s.pool.free === 2, 'every token back')
+  t.ok(st.counters.reclaimed > 0, `steved reclaimed the tokens of the holders pid-sandbox killed (${st.counters.reclaimed})`)
+})

@@ -48,7 +48,7 @@ t.test('a plain FIFO jobserver: the job holds one of its tokens to the end; JOBS
   t.equal(pool.count(), 1, 'one of the 2 tokens is out while the job compiles')
   fs.writeFileSync(go, '')
   const done = await emerge.exited
-  t.equal(done.code, 0, done.stdout.slice(-2000))
+  t.equal(done.code, 0, 'emerge finished', { output: done.stdout.slice(-3000) })
   t.ok(bed.installed('fifo'), 'merged')
   await waitUntil(() => /gave 1 token\(s\) back/.test(bed.holderLog('fifo')), 'the holder to give it back')
   t.equal(pool.count(), 2, 'both tokens are back in the FIFO')
@@ -63,7 +63,7 @@ t.test('a pipe jobserver (R,W fds): one warning in the first phase, no holder, t
   const job = { name: 'pipe', makefile: 'all:\n' }
   const bed = makeBed({ version: '3.0.73', jobserver: { path: '/nonexistent' }, makeflags: '-l32 --jobserver-auth=3,4', dir, tag, packages: [job] })
   const done = await bed.emerge(t, ['app-misc/pipe']).exited
-  t.equal(done.code, 0, done.stdout.slice(-2000))
+  t.equal(done.code, 0, 'emerge finished', { output: done.stdout.slice(-3000) })
   t.ok(bed.installed('pipe'), 'merged')
   const out = bed.buildLog('pipe')
   t.equal(ewarns(out).filter((l) => /^jobserver: not used: MAKEFLAGS names pipe fds 3,4/.test(l)).length, 1, 'said once (ewarn)')
