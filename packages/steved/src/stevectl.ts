@@ -282,26 +282,91 @@ export function formatStatus(st: Status): string {
 
 const BARS = ' ▁▂▃▄▅▆▇█'
 
-/** One frame of `stevectl top`: the pool, then each client with its recent token history. */
-export function renderTop(st: Status, history: Map<number, number[]>, width: number, histLen: number): string {
-  const p = st.pool
+/**
+ * Words joined with spaces into lines of at most `width` columns (a longer word is cut). A
+ * no-break space (U+00A0) keeps a number with its unit; it is printed as a plain space.
+ */
+export function wrapWords(text: string, width: number): string[] {
   const lines: string[] = []
-  const load = st.lastSample ? `load ${st.lastSample.load1}  mem ${st.lastSample.memAvailMiB} MiB` : ''
-  lines.push(`steved ${st.server.path}  ${p.free}/${p.jobs} free  ${p.held} held  ${p.reserved} reserved  ${p.waiting} waiting  ${load}`)
-  lines.push(`granted ${st.counters.granted}  reclaimed ${st.counters.reclaimed}  interrupted ${st.counters.interrupts}   (q quits)`)
+  let cur = ''
+  for (const raw of text.split(/[ \t\n]+/).filter((w) => w !== '')) {
+    const word = raw.length > width ? `${raw.slice(0, width - 1)}…` : raw
+    if (cur === '') cur = word
+    else if (cur.length + 1 + word.length <= width) cur += ` ${word}`
+    else {
+      lines.push(cur)
+      cur = word
+    }
+  }
+  if (cur !== '') lines.push(cur)
+  return lines.map((l) => l.replace(/\u00a0/g, ' '))
+}
+
+/** Items joined by two spaces into lines of at most `width` columns; an item is never split. */
+function packItems(items: string[], width: number): string[] {
+  const lines: string[] = []
+  let cur = ''
+  for (const raw of items) {
+    const item = raw.length > width ? `…${raw.slice(raw.length - width + 1)}` : raw
+    if (cur === '') cur = item
+    else if (cur.length + 2 + item.length <= width) cur += `  ${item}`
+    else {
+      lines.push(cur)
+      cur = item
+    }
+  }
+  if (cur !== '') lines.push(cur)
+  return lines
+}
+
+const seconds = (ms: number): string => `${Number((ms / 1000).toFixed(2))}\u00a0s`
+
+/**
+ * One frame of `stevectl top`: the pool, a legend, then each client with its recent token
+ * history. Every line fits `width` columns (a terminal that wraps would scroll the frame): the
+ * header is packed item by item, the history column narrows, commands are cut.
+ */
+export function renderTop(st: Status, history: Map<number, number[]>, width: number, histLen: number, intervalMs: number): string {
+  const p = st.pool
+  width = Math.max(40, width)
+  // PID(8) TOK(4) WAIT(5), the history and two spaces, at least 20 columns of command.
+  const shown = Math.max(8, Math.min(histLen, width - 8 - 4 - 5 - 2 - 20))
+  const lines: string[] = []
+  const header = [
+    `steved ${st.server.path}`,
+    `${p.free}/${p.jobs} free`,
+    `${p.held} held`,
+    `${p.reserved} reserved`,
+    `${p.waiting} waiting`,
+    ...(st.lastSample ? [`load ${st.lastSample.load1}`, `mem ${st.lastSample.memAvailMiB} MiB`] : []),
+    `granted ${st.counters.granted}`,
+    `reclaimed ${st.counters.reclaimed}`,
+    `interrupted ${st.counters.interrupts}`,
+    '(q quits)',
+  ]
+  lines.push(...packItems(header, width))
+  lines.push(
+    ...wrapWords(
+      `TOK: tokens held now. WAIT: its reads waiting for a token. HISTORY: tokens held, one sample every ${seconds(intervalMs)}, ` +
+        `the last ${seconds(intervalMs * shown)}, newest on the right; blank none, ${BARS[1]} few, ${BARS[BARS.length - 1]} all ${p.jobs}.`,
+      width,
+    ),
+  )
   lines.push('')
-  lines.push(`${'PID'.padEnd(8)}${'TOK'.padEnd(5)}${'WAIT'.padEnd(6)}${'HISTORY'.padEnd(histLen + 2)}COMMAND`)
+  lines.push(`${'PID'.padEnd(8)}${'TOK'.padEnd(4)}${'WAIT'.padEnd(5)}${'HISTORY'.padEnd(shown + 2)}COMMAND`.slice(0, width))
   const waiting = new Map<number, number>()
   for (const w of st.waiters) waiting.set(w.pid, (waiting.get(w.pid) ?? 0) + 1)
-  const pids = new Set<number>([...history.keys()])
-  for (const pid of pids) {
-    const h = history.get(pid)!
+  for (const [pid, h] of history) {
     const holder = st.holders.find((x) => x.pid === pid)
     const waiter = st.waiters.find((x) => x.pid === pid)
-    const cmd = holder?.cmdline ?? waiter?.cmdline ?? '(gone)'
-    const spark = h.map((n) => BARS[Math.min(BARS.length - 1, Math.round((n / Math.max(1, p.jobs)) * (BARS.length - 1)))]).join('')
-    const row = `${String(pid).padEnd(8)}${String(holder?.tokens ?? 0).padEnd(5)}${String(waiting.get(pid) ?? '').padEnd(6)}${spark.padStart(histLen).padEnd(histLen + 2)}${cmd}`
-    lines.push(row.slice(0, Math.max(20, width)))
+    // The program's name without its directory: the columns are few.
+    const cmd = (holder?.cmdline ?? waiter?.cmdline ?? '(gone)').replace(/^\S*\//, '')
+    const spark = h
+      .slice(-shown)
+      .map((n) => BARS[Math.min(BARS.length - 1, Math.ceil((n / Math.max(1, p.jobs)) * (BARS.length - 1)))])
+      .join('')
+    const row = `${String(pid).padEnd(8)}${String(holder?.tokens ?? 0).padEnd(4)}${String(waiting.get(pid) ?? '').padEnd(5)}${spark.padStart(shown).padEnd(shown + 2)}${cmd}`
+    lines.push(row.slice(0, width))
   }
   return lines.join('\n')
 }
@@ -344,7 +409,7 @@ async function top(ctl: Control, intervalMs: number): Promise<number> {
     while (!done) {
       const st = ctl.status()
       recordHistory(st, history, histLen)
-      out.write('\x1b[H\x1b[2J' + renderTop(st, history, out.columns ?? 120, histLen) + '\n')
+      out.write('\x1b[H\x1b[2J' + renderTop(st, history, out.columns ?? 120, histLen, intervalMs) + '\n')
       await new Promise<void>((r) => {
         wake = r
         setTimeout(r, intervalMs)

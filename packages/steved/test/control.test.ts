@@ -181,6 +181,33 @@ t.test('top shows holders live in a terminal and quits on q', async (t) => {
   t.notOk(alive, 'q quit top (the tmux session ended with it)')
 })
 
+t.test('top at 60 columns: nothing wraps, a legend with the time scale, a labelled WAIT column', async (t) => {
+  const s = await startSteved(t, { jobs: 2 })
+  const holder = start(t, 'python3', [CLIENT, s.path, 'hold', '2'])
+  const hm = await holder.waitFor(/^held 2 (\d+)$/m)
+  const waiter = start(t, 'python3', [CLIENT, s.path, 'hold', '1'])
+  const session = `stevectl-top60-${process.pid}`
+  t.teardown(() => run('tmux', ['kill-session', '-t', session]).catch(() => {}))
+  const started = await run('tmux', ['new-session', '-d', '-s', session, '-x', '60', '-y', '30', process.execPath, CTL, '--device', s.path, 'top', '--interval', '0.5'])
+  t.equal(started.code, 0, started.stderr)
+  let screen = ''
+  const until = Date.now() + 15000
+  while (!(screen.includes(`${hm[1]}`) && screen.includes(`\n${waiter.pid} `)) && Date.now() < until) {
+    await new Promise((r) => setTimeout(r, 200))
+    // -J joins lines the terminal wrapped: a wrapped line comes back longer than 60 columns.
+    screen = (await run('tmux', ['capture-pane', '-p', '-J', '-t', session])).stdout
+  }
+  const lines = screen.split('\n')
+  t.same(lines.filter((l) => [...l].length > 60), [], 'no line is wider than 60 columns')
+  t.match(screen, new RegExp(`steved ${s.path.replace(/[.]/g, '\\.')}`), 'the path is whole')
+  t.match(screen, /0\/2 free {2}2 held/, 'the pool')
+  t.match(screen.replace(/\s+/g, ' '), /TOK: tokens held now\. WAIT: its reads waiting for a token\. HISTORY: tokens held, one sample every 0\.5 s, the last [\d.]+ s, newest on the right/, 'the legend and its time scale')
+  t.match(screen, /^PID +TOK +WAIT +HISTORY +COMMAND$/m, 'the column heads')
+  t.match(screen, new RegExp(`^${hm[1]} +2 +\\S* +python3 `, 'm'), 'the holder row, its program without a directory')
+  t.match(screen, new RegExp(`^${waiter.pid} +0 +1 `, 'm'), 'the waiter: no token, one read waiting')
+  await run('tmux', ['send-keys', '-t', session, 'q'])
+})
+
 t.test('TOML config: flags override it; SIGHUP applies a good file and rejects a broken one', async (t) => {
   const dir = tmpDir(t)
   const cfg = path.join(dir, 'steved.toml')
