@@ -23,7 +23,7 @@
 // The child's implicit slot is not paid for, exactly as a top-level make's is not: run from a
 // shell, the build takes tokens + 1 slot; run inside a make recipe, the recipe's slot (which
 // make paid for) is that implicit slot.
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
@@ -224,7 +224,7 @@ async function bridge(
       n = inPipe()
     } else if (n >= K) {
       for (const ac of pending) ac.abort()
-    } else if (failed === undefined && n + pending.size < K) {
+    } else if (!stopping && failed === undefined && n + pending.size < K) {
       request(K - n - pending.size)
     }
     prev = n
@@ -303,7 +303,6 @@ function runPlain(command: string, argv: readonly string[], io: RunIo): Promise<
 
 /** Make the named pipe (Node has no mkfifo; coreutils' does one syscall). */
 function mkfifo(p: string): void {
-  const { spawnSync } = require('node:child_process') as typeof import('node:child_process')
   const r = spawnSync('mkfifo', ['-m', '0600', p], { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] })
   if (r.error || r.status !== 0) throw new Error(`cannot make the pipe ${p}: ${(r.stderr || String(r.error)).trim()}`)
 }
