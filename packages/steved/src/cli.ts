@@ -1,7 +1,7 @@
 // Command-line parsing for steved. Option names follow steve's, so existing configurations
 // carry over. Parsing is separate from running so it can be tested without a daemon.
 
-import { Command, CommanderError, Option } from 'commander'
+import { Command, CommanderError, Help, Option } from 'commander'
 import * as os from 'node:os'
 
 import { defaultAccess } from './access'
@@ -62,22 +62,25 @@ function octalMode(v: string): number {
 export function buildCommand(): Command {
   const cpus = os.availableParallelism()
   return new Command('steved')
+    // One line per paragraph: commander wraps each line to the terminal's width itself, so a
+    // line break written here would end a line mid-sentence. Indented lines are examples.
     .description(
-      'A system-wide GNU make jobserver. Serves N job tokens to every make, ninja, cargo, GCC LTO,\n' +
-        'Portage and pytest on this machine, from a CUSE device (/dev/steve) or, where the kernel has\n' +
-        'no CUSE, a FUSE-mounted regular file. Point clients at it with\n' +
-        '  MAKEFLAGS=--jobserver-auth=fifo:PATH   (and no -j in MAKEFLAGS or NINJAOPTS)\n' +
-        'On Gentoo, /etc/portage/make.conf (32: your CPUs):\n' +
-        '  MAKEOPTS="-j32 -l32"\n' +
-        '  NINJAOPTS="-l32"\n' +
-        '  MAKEFLAGS="-l32 --jobserver-auth=fifo:/dev/steve"\n' +
-        'emake leaves MAKEOPTS out when MAKEFLAGS is set (Portage >= 3.0.72; older\n' +
-        'ones with the emerge shim), so make stays in the pool, while ebuilds that\n' +
-        'read N from MAKEOPTS still get it. The shim, in /etc/portage/bashrc, also\n' +
-        'gives each package job one token (see its README).\n' +
-        'Tokens are counted per process and taken back the moment a holder exits.\n' +
-        'SIGUSR1 prints holders, waiters and reservations to stderr; SIGHUP re-reads the configuration;\n' +
-        'SIGTERM/SIGINT stop cleanly. `stevectl` reads and changes settings while it runs.',
+      [
+        'A system-wide GNU make jobserver. Serves N job tokens to every make, ninja, cargo, GCC LTO, Portage and pytest on this ' +
+          'machine, from a CUSE device (/dev/steve) or, where the kernel has no CUSE, a FUSE-mounted regular file. Point clients ' +
+          'at it with this (and no -j in MAKEFLAGS or NINJAOPTS):',
+        '  MAKEFLAGS=--jobserver-auth=fifo:PATH',
+        'On Gentoo, /etc/portage/make.conf (32: your CPUs):',
+        '  MAKEOPTS="-j32 -l32"',
+        '  NINJAOPTS="-l32"',
+        '  MAKEFLAGS="-l32 --jobserver-auth=fifo:/dev/steve"',
+        'emake leaves MAKEOPTS out when MAKEFLAGS is set (Portage >= 3.0.72; older ones with the emerge shim), so make stays in ' +
+          'the pool, while ebuilds that read N from MAKEOPTS still get it. The shim, in /etc/portage/bashrc, also gives each ' +
+          'package job one token (see its README).',
+        'Tokens are counted per process and taken back the moment a holder exits. SIGUSR1 prints holders, waiters and ' +
+          'reservations to stderr; SIGHUP re-reads the configuration; SIGTERM/SIGINT stop cleanly. `stevectl` reads and changes ' +
+          'settings while it runs.',
+      ].join('\n'),
     )
     .version(VERSION_STRING, '-V, --version', 'print the version and exit')
     .helpOption('-h, --help', 'show this help and exit')
@@ -112,6 +115,19 @@ export function buildCommand(): Command {
     .allowExcessArguments(false)
     .exitOverride()
     .configureOutput({ writeErr: () => {} })
+    .configureHelp({ formatItem: narrowFormatItem })
+}
+
+/**
+ * commander prints an option's description beside it and, when fewer than 40 columns are left
+ * for it, leaves it unwrapped (a terminal then breaks it anywhere). There, put the description
+ * on its own lines under the option instead, wrapped to the terminal.
+ */
+function narrowFormatItem(this: Help, term: string, termWidth: number, description: string, helper: Help): string {
+  const width = helper.helpWidth ?? 80
+  if (!description || width - termWidth - 4 >= helper.minWidthToWrap) return Help.prototype.formatItem.call(this, term, termWidth, description, helper)
+  const indent = ' '.repeat(6)
+  return `  ${term}\n${helper.boxWrap(description, width - indent.length).replace(/^/gm, indent)}`
 }
 
 /**
