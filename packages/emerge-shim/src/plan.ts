@@ -9,8 +9,11 @@
 //     the environment), in ebuild.sh itself or in the subshell that runs the phase; $$ is the
 //     ebuild.sh process either way;
 //   - after install, `misc-functions.sh install_qa_check install_symlink_html_docs
-//     install_hooks` runs with EBUILD_PHASE unset and MISC_FUNCTIONS_ARGS set, and sources the
-//     bashrc too: the build's last step, after which native Portage gives the token back;
+//     install_hooks` runs with EBUILD_PHASE unset and sources the bashrc too: the build's last
+//     step, after which native Portage gives the token back. MISC_FUNCTIONS_ARGS holds those
+//     words there, but as a shell variable, not exported: the bash module sees it and runs
+//     `built` (checked with real Portage 3.0.73 and 3.0.83); this process would see it only
+//     if someone exported it, so contextOf's 'post-install' is for that case alone;
 //   - when a phase fails for any reason (die, a signal, a non-zero exit) Portage runs
 //     `misc-functions.sh die_hooks`, which runs EBUILD_DEATH_HOOKS unless die() already ran
 //     them in the failing phase.
