@@ -6,7 +6,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import t, { type Test } from 'tap'
 
-import { JOBCLIENT, JOBCLIENT_NINJA, MESON, NINJA, VENV_BIN, writeCcWrapper, writeMakeProject, writeMesonProject } from './helpers/cbuild'
+import { CMAKE, JOBCLIENT, JOBCLIENT_NINJA, MESON, NINJA, VENV_BIN, writeCcWrapper, writeCmakeProject, writeMakeProject, writeMesonProject } from './helpers/cbuild'
 import { maxOverlap, parseJobLog } from './helpers/joblog'
 import { run, start } from './helpers/proc'
 import { MAKE44, ROOT, reportFree, startSteved, tmpDir, waitForReport, type RunningSteved } from './helpers/steved'
@@ -151,6 +151,32 @@ t.test('without the bridge the same ninja escapes the pool; through it, it stays
   const peak = maxOverlap(jobs)
   t.ok(peak <= JOBS + 1, `bridged ninja ran at most ${peak} <= ${JOBS} token + 1 implicit slot`)
   t.ok(peak >= 2, `bridged ninja ran ${peak} at once: it got the token through the pipe`)
+  await allBack(t, s, JOBS)
+})
+
+t.test('CMake with CMAKE_MAKE_PROGRAM=jobclient-ninja builds on the pool', async (t) => {
+  const JOBS = 2
+  const dir = tmpDir(t, 'steved-ninja-')
+  const s = await startSteved(t, { jobs: JOBS, dir })
+  const cc = writeCcWrapper(dir)
+  const env = baseEnv()
+  const src = writeCmakeProject(path.join(dir, 'src'), 20)
+  const build = path.join(dir, 'build')
+  const pooled = { ...env, MAKEFLAGS: s.makeflags, JOBCLIENT_NINJA: NINJA }
+  const conf = await run(CMAKE, ['-G', 'Ninja', `-DCMAKE_MAKE_PROGRAM=${JOBCLIENT_NINJA}`, `-DCMAKE_C_COMPILER=${cc}`, '-S', src, '-B', build], {
+    env: pooled,
+    timeoutMs: 120000,
+  })
+  t.equal(conf.code, 0, `cmake configured with jobclient-ninja: ${conf.stdout}${conf.stderr}`)
+  const log = path.join(dir, 'compiles.log')
+  const r = await run(CMAKE, ['--build', build], { env: { ...pooled, CCLOG: log }, timeoutMs: 300000 })
+  t.equal(r.code, 0, `cmake --build: ${r.stdout}${r.stderr}`)
+  t.notMatch(r.stdout + r.stderr, /Not a fifo path/, 'ninja accepted the pipe')
+  const jobs = parseJobLog(fs.readFileSync(log, 'utf8'))
+  t.equal(jobs.length, 22, 'every compile (20 + main.c) and the link ran')
+  const peak = maxOverlap(jobs)
+  t.ok(peak <= JOBS + 1, `peak ${peak} <= ${JOBS} tokens + 1 implicit slot`)
+  t.ok(peak >= 2, `peak ${peak}: ninja took tokens through the pipe`)
   await allBack(t, s, JOBS)
 })
 

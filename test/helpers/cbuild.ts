@@ -11,6 +11,7 @@ export const VENV_BIN = path.join(ROOT, '.venv', 'bin')
 /** Released ninja (PyPI wheel) and meson, from scripts/requirements.txt. */
 export const NINJA = path.join(VENV_BIN, 'ninja')
 export const MESON = path.join(VENV_BIN, 'meson')
+export const CMAKE = path.join(VENV_BIN, 'cmake')
 export const JOBCLIENT = path.join(ROOT, 'packages', 'jobclient', 'bin', 'jobclient.js')
 export const JOBCLIENT_NINJA = path.join(ROOT, 'packages', 'jobclient', 'bin', 'jobclient-ninja.js')
 
@@ -65,6 +66,13 @@ export function writeMesonProject(dir: string, n: number): string {
     path.join(dir, 'meson.build'),
     `project('many', 'c')\nexecutable('many', ${JSON.stringify(files).replace(/"/g, "'")})\n`,
   )
+  return dir
+}
+
+/** A CMake project of `n` translation units in `dir`; returns the source directory. */
+export function writeCmakeProject(dir: string, n: number): string {
+  const files = writeSources(dir, 'cm', n)
+  fs.writeFileSync(path.join(dir, 'CMakeLists.txt'), `cmake_minimum_required(VERSION 3.20)\nproject(many C)\nadd_executable(many ${files.join(' ')})\n`)
   return dir
 }
 
