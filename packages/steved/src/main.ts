@@ -124,6 +124,7 @@ export async function main(argv: string[]): Promise<number> {
     if (info.transport === 'fuse') {
       quietWrite(process.stdout, 'note: upstream ninja only accepts real FIFOs or (master) character devices; GNU make >= 4.4, cargo, Portage and pytest work.\n')
     }
+    log('info', `started as pid ${process.pid} on ${info.path} (${info.transport}); settings ${JSON.stringify(daemon.server.pool.config)}`)
     if (metrics) {
       quietWrite(process.stdout, `metrics: ${metrics.url}\n`)
       if (!isLoopback(metrics.address.host)) log('warn', `--metrics listens on ${metrics.address.host}: other machines can read the pool's figures and group names`)
