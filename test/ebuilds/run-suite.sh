@@ -495,7 +495,7 @@ postinst_configured() {
 postinst_fuse_hint() { # WANT (yes/no)
   local got=no
   ROOT='' phase_out "$TMP/postinst.log" -- pkg_postinst || return 1
-  grep -qxF 'elog:   MAKEFLAGS="--jobserver-auth=fifo:/run/steved/jobserver"' "$TMP/postinst.log" && got=yes
+  grep -qxF 'elog:   MAKEFLAGS="-l32 --jobserver-auth=fifo:/run/steved/jobserver"' "$TMP/postinst.log" && got=yes
   echo "FUSE hint printed: $got"
   [ "$got" = "$1" ]
 }

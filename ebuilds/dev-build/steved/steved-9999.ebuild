@@ -156,6 +156,10 @@ pkg_postinst() {
 		elog "ones with the emerge shim below), so make stays in the pool, while ebuilds"
 		elog "that read N from MAKEOPTS (epytest, cargo) still get it. Never put -j in"
 		elog "MAKEFLAGS or NINJAOPTS: there it turns the jobserver off."
+		if ! use portage; then
+			elog "Without USE=portage (the emerge shim), FEATURES=jobserver-token (Portage"
+			elog ">= 3.0.74) makes each emerge job hold a token."
+		fi
 		elog
 		elog "/dev/steve is root:jobserver 0660: add the users who build outside Portage"
 		elog "to the jobserver group, and check that \"id -nG portage\" lists it"
@@ -180,10 +184,6 @@ pkg_postinst() {
 		elog "      source ${EPREFIX}/usr/share/steved/steved-jobserver.bashrc"
 		elog "      steved_jobserver_hook"
 		elog "  fi"
-	else
-		elog
-		elog "Without USE=portage (the emerge shim), FEATURES=jobserver-token (Portage"
-		elog ">= 3.0.74) makes each emerge job hold a token."
 	fi
 }
 
