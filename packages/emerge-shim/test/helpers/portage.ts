@@ -16,13 +16,11 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { start, type Started } from '../../../../test/helpers/proc'
 import { ROOT, type RunningSteved } from '../../../../test/helpers/steved'
-import { HELPER_BIN, MAKE44, MODULE, STEVECTL, writeUserBashrc, type StatusDoc } from './emerge'
+import { HELPER_BIN, MAKE44, STEVECTL, writeUserBashrc, type StatusDoc } from './emerge'
 
 /** The Portage versions the tests run: the last without native jobserver-token, and one with it. */
 export const PORTAGE_VERSIONS = ['3.0.73', '3.0.83'] as const
 export type PortageVersion = (typeof PORTAGE_VERSIONS)[number]
-/** Whether that Portage takes a token per job itself with FEATURES=jobserver-token. */
-export const NATIVE: Record<PortageVersion, boolean> = { '3.0.73': false, '3.0.83': true }
 
 interface Teardown {
   teardown(fn: () => unknown): void
@@ -243,5 +241,3 @@ export function ewarns(log: string): string[] {
     .filter((l) => l.startsWith(` ${EWARN} `))
     .map((l) => l.slice(EWARN.length + 2))
 }
-
-export { MODULE }
