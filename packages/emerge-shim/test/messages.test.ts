@@ -4,33 +4,41 @@ import { describeJobserver, waitReason } from '../dist/messages'
 import { encode, parseReply, parseRequest } from '../dist/protocol'
 import type { StevedStatus } from '../dist/steved-control'
 
+type Reason = StevedStatus['waiters'][number]['reason']
+const server = (version: string, transport: 'fuse' | 'cuse', path: string): StevedStatus['server'] =>
+  ({ pid: 1, version, transport, path, startedAt: '2026-01-01T00:00:00Z', adminGroup: null, uptimeSeconds: 1, statusSnapshots: { count: 0, bytes: 0 } })
+
 function status(over: Partial<StevedStatus> = {}): StevedStatus {
   return {
-    server: { pid: 1, version: '0.1.0', transport: 'fuse', path: '/run/steved/jobserver' },
+    version: 1,
+    time: '2026-01-01T00:00:01Z',
+    server: server('0.1.0', 'fuse', '/run/steved/jobserver'),
     pool: { jobs: 8, free: 0, held: 8, reserved: 0, waiting: 2 },
-    settings: { loadAverage: 12, minMemoryAvailMiB: 2048, perProcessLimit: 4 },
-    lastSample: { load1: 15.5, memAvailMiB: 900 },
+    settings: { jobs: 8, minJobs: 1, loadAverage: 12, loadRecheckSeconds: 0.5, minMemoryAvailMiB: 2048, perProcessLimit: 4, reservationExpirySeconds: 1 },
+    lastSample: { load1: 15.5, memAvailMiB: 900, ageSeconds: 0 },
     holders: [
       { pid: 10, cmdline: 'make', tokens: 5, heldForSeconds: [] },
       { pid: 11, cmdline: 'cargo', tokens: 3, heldForSeconds: [] },
     ],
     waiters: [
-      { pid: 20, how: 'poll', waitingForSeconds: 1, reason: 'no-tokens' },
-      { pid: 21, how: 'read', waitingForSeconds: 1, reason: 'no-tokens' },
+      { pid: 20, cmdline: 'make', how: 'poll', waitingForSeconds: 1, reason: 'no-tokens' },
+      { pid: 21, cmdline: 'make', how: 'read', waitingForSeconds: 1, reason: 'no-tokens' },
     ],
+    reservations: [],
     groups: [],
+    counters: { granted: 0, returned: 0, reclaimed: 0, enospc: 0, interrupts: 0, eagain: 0, reservationsExpired: 0, peakHolders: 0, secondsAtZeroFree: 0 },
     ...over,
   }
 }
 
 t.test('describeJobserver', async (t) => {
   t.equal(describeJobserver(status(), '/run/steved/jobserver'), 'steved 0.1.0 at /run/steved/jobserver (FUSE file, 8 tokens)')
-  t.equal(describeJobserver(status({ server: { pid: 1, version: '0.2.0', transport: 'cuse', path: '/dev/steve' }, pool: { jobs: 1, free: 0, held: 1, reserved: 0, waiting: 0 } }), '/dev/steve'), 'steved 0.2.0 at /dev/steve (CUSE device, 1 token)')
+  t.equal(describeJobserver(status({ server: server('0.2.0', 'cuse', '/dev/steve'), pool: { jobs: 1, free: 0, held: 1, reserved: 0, waiting: 0 } }), '/dev/steve'), 'steved 0.2.0 at /dev/steve (CUSE device, 1 token)')
   t.equal(describeJobserver(null, '/tmp/fifo'), 'the jobserver at /tmp/fifo (not steved)')
 })
 
 t.test('waitReason: steved reason of this waiter, and who else waits', async (t) => {
-  const w = (reason: string) => status({ waiters: [{ pid: 20, how: 'poll', waitingForSeconds: 1, reason }, { pid: 21, how: 'read', waitingForSeconds: 1, reason: 'no-tokens' }] })
+  const w = (reason: Reason) => status({ waiters: [{ pid: 20, cmdline: 'make', how: 'poll', waitingForSeconds: 1, reason }, { pid: 21, cmdline: 'make', how: 'read', waitingForSeconds: 1, reason: 'no-tokens' }] })
   t.equal(waitReason(w('no-tokens'), 20, 'p'), 'all 8 tokens are in use (held by 2 processes); 1 other client waiting too')
   t.equal(waitReason(w('load'), 20, 'p'), 'steved grants no token while the load average (15.5) is above its limit (12); 1 other client waiting too')
   t.equal(waitReason(w('memory'), 20, 'p'), 'steved grants no token while MemAvailable (900 MiB) is below its floor (2048 MiB); 1 other client waiting too')

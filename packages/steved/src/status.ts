@@ -1,10 +1,13 @@
 // The status document: what `stevectl status --json` prints and SIGUSR1 describes in prose.
-// Schema: packages/steved/status.schema.json (documented in docs/control.md). Bump
-// STATUS_VERSION on any incompatible change.
+// Its type and schema are jobclient's (Status, STATUS_SCHEMA; packages/steved/status.schema.json
+// is generated from it), documented in docs/control.md.
+
+import { POOL_SETTINGS, STATUS_VERSION, type Status } from 'jobclient'
 
 import type { PoolSnapshot } from './core'
+import { settingFromConfig } from './control/protocol'
 
-export const STATUS_VERSION = 1
+export { STATUS_VERSION, type Status } from 'jobclient'
 
 export interface ServerInfo {
   pid: number
@@ -25,7 +28,7 @@ const clip = (s: string): string => (s.length > STATUS_CMDLINE_MAX ? `${s.slice(
 
 const s = (ms: number): number => Math.round(ms) / 1000
 
-export function buildStatus(snap: PoolSnapshot, server: ServerInfo, fullCmdline: (pid: number) => string, now = new Date()) {
+export function buildStatus(snap: PoolSnapshot, server: ServerInfo, fullCmdline: (pid: number) => string, now = new Date()): Status {
   const cmdline = (pid: number): string => clip(fullCmdline(pid))
   const c = snap.config
   return {
@@ -33,15 +36,8 @@ export function buildStatus(snap: PoolSnapshot, server: ServerInfo, fullCmdline:
     time: now.toISOString(),
     server: { ...server, uptimeSeconds: s(now.getTime() - Date.parse(server.startedAt)) },
     pool: { jobs: snap.jobs, free: snap.free, held: snap.held, reserved: snap.reserved, waiting: snap.waiters.length },
-    settings: {
-      jobs: c.jobs,
-      minJobs: c.minJobs,
-      loadAverage: c.loadAverage,
-      loadRecheckSeconds: c.loadRecheckMs / 1000,
-      minMemoryAvailMiB: c.minMemoryAvailMiB,
-      perProcessLimit: c.perProcessLimit,
-      reservationExpirySeconds: c.reservationExpiryMs / 1000,
-    },
+    // One key per pool setting of the table, in the setting's unit.
+    settings: Object.fromEntries(POOL_SETTINGS.map((d) => [d.daemon.status, settingFromConfig(d, c)])) as Status['settings'],
     lastSample: snap.lastSample
       ? { load1: snap.lastSample.load1, memAvailMiB: Math.round(snap.lastSample.memAvailMiB), ageSeconds: s(snap.lastSample.ageMs) }
       : null,
@@ -62,5 +58,3 @@ export function buildStatus(snap: PoolSnapshot, server: ServerInfo, fullCmdline:
     },
   }
 }
-
-export type Status = ReturnType<typeof buildStatus>
