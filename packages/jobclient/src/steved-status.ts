@@ -90,7 +90,19 @@ const document = object({
     waiting: count(),
   }),
   settings,
-  lastSample: orNull(object({ load1: number(), memAvailMiB: orNull(number()), ageSeconds: seconds })),
+  lastSample: orNull(
+    object({
+      load1: number(),
+      memAvailMiB: orNull(number()),
+      pressure: orNull(
+        object(
+          { cpu: orNull(number()), memory: orNull(number()), io: orNull(number()) },
+          { description: 'PSI some avg10 in %, read only while a pressure limit is set (null: not read)' },
+        ),
+      ),
+      ageSeconds: seconds,
+    }),
+  ),
   holders: array(
     object({
       pid,
@@ -105,7 +117,7 @@ const document = object({
       cmdline: string(),
       how: oneOf('read', 'poll'),
       waitingForSeconds: seconds,
-      reason: oneOf('no-tokens', 'load', 'memory', 'per-process-limit', 'group-limit'),
+      reason: oneOf('no-tokens', 'load', 'memory', 'pressure:cpu', 'pressure:memory', 'pressure:io', 'per-process-limit', 'group-limit'),
     }),
     { description: 'in queue order' },
   ),

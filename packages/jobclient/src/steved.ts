@@ -51,7 +51,7 @@ export const FLAG_UNSET = 1
 export const MAX_TOKENS = 1_000_000
 export const MAX_TIMEOUT_SECONDS = 86_400
 
-export type SettingUnit = 'count' | 'load' | 'seconds' | 'MiB'
+export type SettingUnit = 'count' | 'load' | 'seconds' | 'MiB' | 'percent'
 
 /** How a writable setting appears in steved: its option, its pool field and its status key. */
 export interface DaemonSetting {
@@ -108,6 +108,14 @@ export const SETTINGS = [
     daemon: { short: '-p', arg: 'n', field: 'perProcessLimit', scale: 1, status: 'perProcessLimit' } },
   { key: 6, name: 'reservation-expiry', unit: 'seconds', writable: true, nullable: false, min: 0.001, max: MAX_TIMEOUT_SECONDS, integer: false, description: 'how long a token stays reserved for a poller',
     daemon: { arg: 'seconds', help: 'how long a token stays reserved for a poller that was told it may read (at most 86400)', field: 'reservationExpiryMs', scale: 1000, status: 'reservationExpirySeconds' } },
+  // Pressure stall information: the share of the last 10 s in which some task stalled on the
+  // resource (`some avg10`), read from /proc/pressure or steved's --pressure-cgroup.
+  { key: 7, name: 'max-cpu-pressure', unit: 'percent', writable: true, nullable: true, min: 0, max: 100, integer: false, description: 'grant only while CPU pressure (some avg10, %) is at most this; 0: no limit',
+    daemon: { arg: 'percent', help: 'hand out tokens only while CPU pressure (PSI some avg10, in %) is at most this; 0: no limit', field: 'maxCpuPressure', scale: 1, status: 'maxCpuPressure' } },
+  { key: 8, name: 'max-memory-pressure', unit: 'percent', writable: true, nullable: true, min: 0, max: 100, integer: false, description: 'grant only while memory pressure (some avg10, %) is at most this; 0: no limit',
+    daemon: { arg: 'percent', help: 'hand out tokens only while memory pressure (PSI some avg10, in %) is at most this; 0: no limit', field: 'maxMemoryPressure', scale: 1, status: 'maxMemoryPressure' } },
+  { key: 9, name: 'max-io-pressure', unit: 'percent', writable: true, nullable: true, min: 0, max: 100, integer: false, description: 'grant only while IO pressure (some avg10, %) is at most this; 0: no limit',
+    daemon: { arg: 'percent', help: 'hand out tokens only while IO pressure (PSI some avg10, in %) is at most this; 0: no limit', field: 'maxIoPressure', scale: 1, status: 'maxIoPressure' } },
   { key: 100, name: 'tokens', unit: 'count', writable: false, nullable: false, min: 0, max: Number.MAX_VALUE, integer: true, description: 'tokens free now (negative while a lowered pool drains)' },
   { key: 101, name: 'held', unit: 'count', writable: false, nullable: false, min: 0, max: Number.MAX_VALUE, integer: true, description: 'tokens held now' },
   { key: 102, name: 'reserved', unit: 'count', writable: false, nullable: false, min: 0, max: Number.MAX_VALUE, integer: true, description: 'tokens reserved for pollers now' },

@@ -7,6 +7,7 @@ import * as path from 'node:path'
 
 import type { PoolConfig } from './core'
 import { StevedError } from './errors'
+import { DEFAULT_PRESSURE_DIR, PressureReader } from './io/pressure'
 import { cmdlineOf } from './io/procfs'
 import { TokenServer } from './io/server'
 import { MNT_DETACH, loadAddon, type Addon } from './native'
@@ -33,6 +34,11 @@ export interface DaemonOptions {
   user: string | null
   /** Group whose members may change settings at runtime (besides root). */
   adminGroup: string | null
+  /**
+   * Where pressure (PSI) is read: /proc/pressure (the machine; the default) or a cgroup v2
+   * directory, whose cpu.pressure, memory.pressure and io.pressure are read.
+   */
+  pressureDir?: string
 }
 
 export interface DaemonDeps {
@@ -119,7 +125,8 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
   const gid = opts.group !== null ? groupId(opts.group) : 0
   const userIds = opts.user !== null ? { uid: resolveId('-u', opts.user, 'user'), gid: resolveId('-g', opts.user, 'user') } : null
   const transport = pickTransport(opts.transport, devDir)
-  const server = new TokenServer(opts.pool, { addon, log: (l, m) => log(l, m) })
+  const pressure = new PressureReader(opts.pressureDir ?? DEFAULT_PRESSURE_DIR, (m) => log('warn', m))
+  const server = new TokenServer(opts.pool, { addon, log: (l, m) => log(l, m), pressure: (r) => pressure.read(r) })
   let where = ''
   let adminGid = opts.adminGroup !== null ? groupId(opts.adminGroup) : null
   /** The pool settings the configuration (file and flags) asked for when last applied. */

@@ -39,7 +39,12 @@ export function buildStatus(snap: PoolSnapshot, server: ServerInfo, fullCmdline:
     // One key per pool setting of the table, in the setting's unit.
     settings: Object.fromEntries(POOL_SETTINGS.map((d) => [d.daemon.status, settingFromConfig(d, c)])) as Status['settings'],
     lastSample: snap.lastSample
-      ? { load1: snap.lastSample.load1, memAvailMiB: Math.round(snap.lastSample.memAvailMiB), ageSeconds: s(snap.lastSample.ageMs) }
+      ? {
+          load1: snap.lastSample.load1,
+          memAvailMiB: Math.round(snap.lastSample.memAvailMiB),
+          pressure: snap.lastSample.pressure,
+          ageSeconds: s(snap.lastSample.ageMs),
+        }
       : null,
     holders: snap.holders.map((h) => ({ pid: h.pid, cmdline: cmdline(h.pid), tokens: h.tokens, heldForSeconds: h.heldForMs.map(s) })),
     waiters: snap.waiters.map((w) => ({ pid: w.pid, cmdline: cmdline(w.pid), how: w.how, waitingForSeconds: s(w.waitingForMs), reason: w.reason })),

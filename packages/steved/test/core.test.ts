@@ -314,6 +314,57 @@ t.test('memory floor blocks grants', (t) => {
   t.end()
 })
 
+t.test('pressure: each limit blocks with its own reason unless fewer than min-jobs are out', (t) => {
+  const s = new Sim({ jobs: 4, minJobs: 1, maxMemoryPressure: 10, maxCpuPressure: 50, loadRecheckMs: 500 }, t)
+  t.ok(s.pool.needsSample(0), 'a pressure limit needs samples')
+  s.send({ kind: 'sample', load1: 0, memAvailMiB: 1000, pressure: { cpu: 80, memory: 30, io: 99 } })
+  t.ok(s.got(s.read(1, 1)), 'min-jobs lets the first token out despite the pressure')
+  const r = s.read(2, 2)
+  t.ok(s.pending(r), 'the second waits')
+  t.match(s.pool.snapshot().waiters, [{ reason: 'pressure:memory' }], 'memory is named first')
+  t.equal(s.timer, 500, 'recheck armed while someone waits on pressure')
+  s.now = 500
+  s.send({ kind: 'sample', load1: 0, memAvailMiB: 1000, pressure: { cpu: 80, memory: 5, io: 99 } })
+  t.ok(s.pending(r), 'still waiting: CPU pressure is over its limit')
+  t.match(s.pool.snapshot().waiters, [{ reason: 'pressure:cpu' }])
+  t.equal(s.timer, 1000, 're-armed')
+  s.now = 1000
+  s.send({ kind: 'sample', load1: 0, memAvailMiB: 1000, pressure: { cpu: 50, memory: 10, io: 99 } })
+  t.ok(s.got(r), 'at the limits (and IO has none): granted')
+  t.equal(s.timer, null, 'no timer when nobody waits')
+  t.match(s.pool.snapshot().lastSample, { pressure: { cpu: 50, memory: 10, io: 99 } })
+  t.end()
+})
+
+t.test('pressure: an unknown figure blocks nothing; 0 means no limit; a runtime change applies at once', (t) => {
+  const s = new Sim({ jobs: 4, minJobs: 0, maxIoPressure: 1 }, t)
+  s.send({ kind: 'sample', load1: 0, memAvailMiB: 1000, pressure: { cpu: null, memory: null, io: null } })
+  t.ok(s.got(s.read(1, 1)), 'no PSI: granted')
+  s.now = 600
+  s.send({ kind: 'sample', load1: 0, memAvailMiB: 1000, pressure: { cpu: null, memory: null, io: 40 } })
+  const r = s.read(2, 2)
+  t.ok(s.pending(r), 'IO pressure over its limit: the second waits')
+  t.match(s.pool.snapshot().waiters, [{ reason: 'pressure:io' }])
+  s.send({ kind: 'configure', patch: { maxIoPressure: 0 } })
+  t.ok(s.got(r), '0 lifts the limit, and the waiter is served at once')
+  t.notOk(s.pool.needsSample(s.now + 10_000), 'no limit left: no samples needed')
+  t.end()
+})
+
+t.test('pressure and load: the first that is over its limit is the reason', (t) => {
+  const s = new Sim({ jobs: 2, minJobs: 0, loadAverage: 1, maxCpuPressure: 10 }, t)
+  s.send({ kind: 'sample', load1: 3, memAvailMiB: 1000, pressure: { cpu: 90, memory: 0, io: 0 } })
+  const r = s.read(1, 1)
+  t.match(s.pool.snapshot().waiters, [{ reason: 'load' }])
+  s.now = 600
+  s.send({ kind: 'sample', load1: 0.5, memAvailMiB: 1000, pressure: { cpu: 90, memory: 0, io: 0 } })
+  t.match(s.pool.snapshot().waiters, [{ reason: 'pressure:cpu' }])
+  s.now = 1200
+  s.send({ kind: 'sample', load1: 0.5, memAvailMiB: 1000, pressure: { cpu: 2, memory: 0, io: 0 } })
+  t.ok(s.got(r))
+  t.end()
+})
+
 t.test('raising jobs at runtime wakes waiters; lowering takes nothing away', (t) => {
   const s = new Sim({ jobs: 2 }, t)
   t.ok(s.got(s.read(1, 1)))

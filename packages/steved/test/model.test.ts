@@ -98,8 +98,8 @@ export class World {
   readonly pool: Pool
   cfg: PoolConfig
   now = 0
-  machine = { load1: 0, memAvailMiB: 8192 }
-  private sample: { load1: number; memAvailMiB: number; at: number } | null = null
+  machine = { load1: 0, memAvailMiB: 8192, memPressure: 0 }
+  private sample: { load1: number; memAvailMiB: number; memPressure: number | null; at: number } | null = null
   readonly procs = new Map<number, MProc>()
   readonly files = new Map<number, MFile>()
   /** Parked reads by request id. */
@@ -161,6 +161,8 @@ export class World {
     const s = this.sample
     if (this.cfg.minMemoryAvailMiB !== null && s && s.memAvailMiB < this.cfg.minMemoryAvailMiB) return 'memory'
     if (this.cfg.loadAverage !== null && s && s.load1 > this.cfg.loadAverage && this.held + this.res.length >= this.cfg.minJobs) return 'load'
+    const mp = this.cfg.maxMemoryPressure
+    if (mp !== null && mp > 0 && s && s.memPressure !== null && s.memPressure > mp && this.held + this.res.length >= this.cfg.minJobs) return 'pressure:memory'
     return null
   }
 
@@ -365,7 +367,7 @@ export class World {
         break
       }
       case 'sample':
-        this.sample = { load1: input.load1, memAvailMiB: input.memAvailMiB, at: this.now }
+        this.sample = { load1: input.load1, memAvailMiB: input.memAvailMiB, memPressure: input.pressure?.memory ?? null, at: this.now }
         this.dispatch(exp)
         break
       case 'configure':
@@ -403,7 +405,8 @@ export class World {
   /** Feed one input to the pool (with a machine sample first when it needs one, as the server does). */
   feed(input: Step, timerFired = false): void {
     if (input.kind !== 'sample' && this.pool.needsSample(this.now)) {
-      this.feed({ kind: 'sample', load1: this.machine.load1, memAvailMiB: this.machine.memAvailMiB })
+      const pressure = this.cfg.maxMemoryPressure ? { cpu: null, memory: this.machine.memPressure, io: null } : undefined
+      this.feed({ kind: 'sample', load1: this.machine.load1, memAvailMiB: this.machine.memAvailMiB, pressure })
     }
     if (timerFired) this.timerAt = null // the server forgets a timer once it has fired
     this.steps++
@@ -479,8 +482,9 @@ export class World {
       if (this.timerAt === null || this.timerAt > first) this.fail(`reservation expiring at ${first} but timer at ${this.timerAt}`)
     }
     const block = this.queue.length ? this.globalBlock() : null
-    if ((block === 'load' || block === 'memory') && this.timerAt === null) this.fail(`waiters blocked on ${block} but no recheck timer`)
-    if (!this.res.length && block !== 'load' && block !== 'memory' && this.timerAt !== null) this.fail(`a timer at ${this.timerAt} with nothing to wait for`)
+    const rechecked = block === 'load' || block === 'memory' || block === 'pressure:memory'
+    if (rechecked && this.timerAt === null) this.fail(`waiters blocked on ${block} but no recheck timer`)
+    if (!this.res.length && !rechecked && this.timerAt !== null) this.fail(`a timer at ${this.timerAt} with nothing to wait for`)
 
     // Dead processes hold nothing, and everything the pool tracks is watched.
     const tracked = new Set([...s.holders.map((h) => h.pid), ...s.waiters.map((w) => w.pid), ...s.reservations.map((r) => r.pid)])
@@ -686,12 +690,12 @@ class Configure implements Cmd {
 }
 
 class Machine implements Cmd {
-  constructor(readonly load1: number, readonly memAvailMiB: number) {}
+  constructor(readonly load1: number, readonly memAvailMiB: number, readonly memPressure = 0) {}
   check = (): boolean => true
   run(w: World): void {
-    w.machine = { load1: this.load1, memAvailMiB: this.memAvailMiB }
+    w.machine = { load1: this.load1, memAvailMiB: this.memAvailMiB, memPressure: this.memPressure }
   }
-  toString = (): string => `machine(load ${this.load1}, ${this.memAvailMiB} MiB)`
+  toString = (): string => `machine(load ${this.load1}, ${this.memAvailMiB} MiB, memory pressure ${this.memPressure}%)`
 }
 
 class Advance implements Cmd {
@@ -744,6 +748,7 @@ const patchArb: fc.Arbitrary<Partial<PoolConfig>> = fc.record(
     loadAverage: fc.option(fc.constantFrom(1, 3), { nil: null }),
     minJobs: fc.integer({ min: 0, max: 2 }),
     minMemoryAvailMiB: fc.option(fc.constant(1024), { nil: null }),
+    maxMemoryPressure: fc.option(fc.constantFrom(0, 20), { nil: null }),
     reservationExpiryMs: fc.constantFrom(50, 300, 1000),
     loadRecheckMs: fc.constantFrom(100, 500),
   },
@@ -776,7 +781,7 @@ function commandArbs(opts: RunOpts): fc.Arbitrary<Cmd>[] {
       w(fc.tuple(pid, fArb).map(([p, f]) => new Close(p, f)), 2),
       w(fc.tuple(fc.constantFrom(...PIDS), fc.boolean()).map(([p, i]) => new Die(p, i)), 2),
       w(patchArb.map((p) => new Configure(p)), 1),
-      w(fc.tuple(fc.constantFrom(0, 0.5, 2, 6), fc.constantFrom(4096, 512)).map(([l, m]) => new Machine(l, m)), 1),
+      w(fc.tuple(fc.constantFrom(0, 0.5, 2, 6), fc.constantFrom(4096, 512), fc.constantFrom(0, 5, 40)).map(([l, m, p]) => new Machine(l, m, p)), 1),
       w(fc.constantFrom(0, 10, 60, 400, 1200).map((ms) => new Advance(ms)), 4),
       w(fc.constant(new SpuriousTick()), 1),
       ...(opts.fork ? [w(fc.tuple(fc.constantFrom(...PIDS), fArb, fc.constantFrom(...PIDS)).map(([a, f, b]) => new Fork(a, f, b)), 2)] : []),

@@ -1,2 +1,2 @@
 export * from './types'
-export { Pool, defaultConfig, TOKEN_BYTE } from './pool'
+export { Pool, defaultConfig, pressureLimit, wantsPressure, TOKEN_BYTE } from './pool'

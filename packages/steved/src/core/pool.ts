@@ -1,5 +1,5 @@
 // The token pool: per-process accounting, one FIFO queue for parked readers and pollers,
-// reservations for pollers, and admission by load, memory and per-process caps.
+// reservations for pollers, and admission by load, memory, pressure and per-process caps.
 //
 // It is a plain state machine: `handle(input)` returns the effects the transport must carry
 // out. It never reads a clock or a file; time and samples arrive as inputs.
@@ -12,6 +12,8 @@ import {
   type Input,
   type PoolConfig,
   type PoolSnapshot,
+  type PressureResource,
+  type PressureSample,
   type WaitReason,
 } from './types'
 import { WaitQueue, type Waiter } from './waitqueue'
@@ -61,7 +63,24 @@ export function defaultConfig(jobs: number): PoolConfig {
     minMemoryAvailMiB: null,
     perProcessLimit: null,
     reservationExpiryMs: DEFAULT_RESERVATION_EXPIRY_MS,
+    maxCpuPressure: null,
+    maxMemoryPressure: null,
+    maxIoPressure: null,
   }
+}
+
+/** Memory first: it is the one that ends in the OOM killer. */
+const PRESSURE_ORDER: readonly PressureResource[] = ['memory', 'io', 'cpu']
+
+/** The limit set for a resource, or null (0 means no limit, as absent does). */
+export function pressureLimit(c: PoolConfig, r: PressureResource): number | null {
+  const v = r === 'cpu' ? c.maxCpuPressure : r === 'memory' ? c.maxMemoryPressure : c.maxIoPressure
+  return v === null || v <= 0 ? null : v
+}
+
+/** Whether any pressure limit is set (then samples must carry pressure). */
+export function wantsPressure(c: PoolConfig): boolean {
+  return PRESSURE_ORDER.some((r) => pressureLimit(c, r) !== null)
 }
 
 export class Pool {
@@ -87,7 +106,7 @@ export class Pool {
    */
   private readonly reservations = new Map<string, Reservation>()
   private heldTotal = 0
-  private sample: { load1: number; memAvailMiB: number; at: number } | null = null
+  private sample: { load1: number; memAvailMiB: number; pressure: PressureSample | null; at: number } | null = null
   private timerAt: number | null = null
   private zeroFreeSince: number | null = null
   private lastNow = 0
@@ -124,7 +143,7 @@ export class Pool {
 
   /** True when admission depends on a load or memory sample older than the recheck period. */
   needsSample(now: number): boolean {
-    if (this.cfg.loadAverage === null && this.cfg.minMemoryAvailMiB === null) return false
+    if (this.cfg.loadAverage === null && this.cfg.minMemoryAvailMiB === null && !wantsPressure(this.cfg)) return false
     return this.sample === null || now - this.sample.at >= this.cfg.loadRecheckMs
   }
 
@@ -167,7 +186,7 @@ export class Pool {
         this.dispatch(input.now, out)
         break
       case 'sample':
-        this.sample = { load1: input.load1, memAvailMiB: input.memAvailMiB, at: input.now }
+        this.sample = { load1: input.load1, memAvailMiB: input.memAvailMiB, pressure: input.pressure ?? null, at: input.now }
         this.dispatch(input.now, out)
         break
       case 'configure': {
@@ -421,8 +440,14 @@ export class Pool {
     if (this.free <= 0) return 'no-tokens'
     const s = this.sample
     if (this.cfg.minMemoryAvailMiB !== null && s && s.memAvailMiB < this.cfg.minMemoryAvailMiB) return 'memory'
-    if (this.cfg.loadAverage !== null && s && s.load1 > this.cfg.loadAverage) {
-      if (this.heldTotal + this.reservations.size >= this.cfg.minJobs) return 'load'
+    if (!s || this.heldTotal + this.reservations.size < this.cfg.minJobs) return null
+    if (this.cfg.loadAverage !== null && s.load1 > this.cfg.loadAverage) return 'load'
+    if (s.pressure) {
+      for (const r of PRESSURE_ORDER) {
+        const limit = pressureLimit(this.cfg, r)
+        const v = s.pressure[r]
+        if (limit !== null && v !== null && v > limit) return `pressure:${r}`
+      }
     }
     return null
   }
@@ -480,8 +505,8 @@ export class Pool {
     let at: number | null = null
     for (const r of this.reservations.values()) at = at === null ? r.expiresAt : Math.min(at, r.expiresAt)
     const blocked = this.queue.size > 0 ? this.globalBlock() : null
-    if (blocked === 'load' || blocked === 'memory') {
-      // Re-sample only while someone waits on load or memory.
+    if (blocked !== null && blocked !== 'no-tokens') {
+      // Re-sample only while someone waits on load, memory or pressure.
       const recheck = (this.sample?.at ?? now) + this.cfg.loadRecheckMs
       at = at === null ? recheck : Math.min(at, recheck)
     }
@@ -556,7 +581,9 @@ export class Pool {
       free: this.free,
       held: this.heldTotal,
       reserved: this.reservations.size,
-      lastSample: this.sample ? { load1: this.sample.load1, memAvailMiB: this.sample.memAvailMiB, ageMs: now - this.sample.at } : null,
+      lastSample: this.sample
+        ? { load1: this.sample.load1, memAvailMiB: this.sample.memAvailMiB, pressure: this.sample.pressure, ageMs: now - this.sample.at }
+        : null,
       holders,
       waiters,
       reservations,

@@ -17,7 +17,21 @@ export interface PoolConfig {
   perProcessLimit: number | null
   /** How long a token stays reserved for a poller that was told POLLIN, in ms. */
   reservationExpiryMs: number
+  /**
+   * Grant only while CPU, memory or IO pressure (the `some avg10` percentage of pressure stall
+   * information) is at most this; null or 0: no limit. Like the load limit, these do not apply
+   * while fewer than `minJobs` tokens are out.
+   */
+  maxCpuPressure: number | null
+  maxMemoryPressure: number | null
+  maxIoPressure: number | null
 }
+
+/** The resources pressure stall information covers. */
+export type PressureResource = 'cpu' | 'memory' | 'io'
+
+/** `some avg10` per resource, in percent; null where the kernel did not say (no PSI, no file). */
+export type PressureSample = Record<PressureResource, number | null>
 
 export const DEFAULT_RESERVATION_EXPIRY_MS = 1000
 
@@ -38,7 +52,8 @@ export type Input =
   | { kind: 'interrupt'; req: number; now: number }
   | { kind: 'exit'; pid: number; now: number }
   | { kind: 'tick'; now: number }
-  | { kind: 'sample'; load1: number; memAvailMiB: number; now: number }
+  /** A machine sample; `pressure` only when a pressure limit is set (absent: none known). */
+  | { kind: 'sample'; load1: number; memAvailMiB: number; pressure?: PressureSample; now: number }
   | { kind: 'configure'; patch: Partial<PoolConfig>; now: number }
   /**
    * Put the process tree under `root` into the group `name` (created if new) with at most
@@ -67,7 +82,15 @@ export type Effect =
   | { kind: 'timer'; at: number | null }
 
 /** Why a waiter is still waiting. */
-export type WaitReason = 'no-tokens' | 'load' | 'memory' | 'per-process-limit' | 'group-limit'
+export type WaitReason =
+  | 'no-tokens'
+  | 'load'
+  | 'memory'
+  | 'pressure:cpu'
+  | 'pressure:memory'
+  | 'pressure:io'
+  | 'per-process-limit'
+  | 'group-limit'
 
 export interface Counters {
   /** Tokens handed to readers. */
@@ -132,7 +155,7 @@ export interface PoolSnapshot {
   free: number
   held: number
   reserved: number
-  lastSample: { load1: number; memAvailMiB: number; ageMs: number } | null
+  lastSample: { load1: number; memAvailMiB: number; pressure: PressureSample | null; ageMs: number } | null
   holders: HolderInfo[]
   waiters: WaiterInfo[]
   reservations: ReservationInfo[]

@@ -5,8 +5,9 @@
 import * as os from 'node:os'
 import { performance } from 'node:perf_hooks'
 
-import { Pool, type Effect, type ErrnoName, type Input, type PoolConfig, type PoolSnapshot } from '../core'
+import { Pool, pressureLimit, type Effect, type ErrnoName, type Input, type PoolConfig, type PoolSnapshot, type PressureResource, type PressureSample } from '../core'
 import { RequestKind, type Addon, type NativeSession } from '../native'
+import { PressureReader } from './pressure'
 import { ThreadMap, ancestryOf, sampleMachine, type MachineSample } from './procfs'
 import { ProcessWatcher } from './watcher'
 
@@ -27,6 +28,8 @@ export interface ServerDeps {
   /** Monotonic clock in ms. */
   now?: () => number
   sample?: () => MachineSample
+  /** `some avg10` of the resources asked for (default: /proc/pressure). */
+  pressure?: (resources: readonly PressureResource[]) => PressureSample
   threads?: ThreadMap
   /** Process ancestry for group membership (default: /proc). */
   ancestry?: (pid: number) => number[]
@@ -44,6 +47,7 @@ export interface IoctlRequest {
 export type IoctlHandler = (req: IoctlRequest) => { result: number; data?: Buffer } | { errno: number }
 
 const MAX_TIMER_MS = 2 ** 31 - 1
+const PRESSURE_RESOURCES: readonly PressureResource[] = ['cpu', 'memory', 'io']
 
 export class TokenServer {
   readonly pool: Pool
@@ -52,6 +56,7 @@ export class TokenServer {
   private readonly threads: ThreadMap
   private readonly now: () => number
   private readonly sample: () => MachineSample
+  private readonly pressure: (resources: readonly PressureResource[]) => PressureSample
   private readonly log: (level: 'info' | 'debug' | 'warn', msg: string) => void
   private timer: NodeJS.Timeout | null = null
   private readonly token = Buffer.from('+')
@@ -69,6 +74,11 @@ export class TokenServer {
     this.sample = deps.sample ?? (() => sampleMachine())
     this.threads = deps.threads ?? new ThreadMap()
     this.log = deps.log ?? (() => {})
+    if (deps.pressure) this.pressure = deps.pressure
+    else {
+      const reader = new PressureReader(undefined, (msg) => this.log('warn', msg))
+      this.pressure = (r) => reader.read(r)
+    }
     this.ready = new Promise((resolve) => (this.readyResolve = resolve))
     this.watcher = new ProcessWatcher(
       deps.addon,
@@ -186,7 +196,11 @@ export class TokenServer {
     if (this.closed) return
     if (input.kind !== 'sample' && this.pool.needsSample(input.now)) {
       const s = this.sample()
-      this.apply(this.pool.handle({ kind: 'sample', load1: s.load1, memAvailMiB: s.memAvailMiB, now: input.now }))
+      // Only the resources with a limit are read: the others cannot block anyone.
+      const cfg = this.pool.config
+      const wanted = PRESSURE_RESOURCES.filter((r) => pressureLimit(cfg, r) !== null)
+      const pressure = wanted.length > 0 ? this.pressure(wanted) : undefined
+      this.apply(this.pool.handle({ kind: 'sample', load1: s.load1, memAvailMiB: s.memAvailMiB, pressure, now: input.now }))
     }
     this.apply(this.pool.handle(input))
   }
