@@ -12,28 +12,24 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 
-import { accessGroup, describeProblem, fromEnv, loadNative, problemOf } from 'jobclient'
-
 import {
-  SETTINGS,
-  STATUS_CHUNK_SIZE,
-  STATUS_HEADER,
+  ControlClient,
+  DEFAULT_JOBSERVER_PATHS,
   GROUP_NAME_MAX,
-  GROUP_OP_JOIN,
-  GROUP_OP_REMOVE,
   MAX_TOKENS,
-  STEVED_IOC_GET,
-  STEVED_IOC_GROUP,
-  STEVED_IOC_SET,
-  STEVED_IOC_STATUS,
-  decodeSetting,
-  encodeGroup,
-  encodeSetting,
+  SETTINGS,
+  accessGroup,
+  describeProblem,
+  fromEnv,
+  isNotSteved,
+  problemOf,
   settingByName,
   validateSetting,
-} from './control/protocol'
+  type ControlError,
+  type Status,
+} from 'jobclient'
+
 import { renderDown, renderMetrics } from './control/metrics'
-import type { Status } from './status'
 import { VERSION } from './version'
 
 export class CtlError extends Error {
@@ -94,7 +90,7 @@ export function findDevice(explicit: string | undefined, env: NodeJS.ProcessEnv 
   if (env.STEVED_DEVICE) return env.STEVED_DEVICE
   const mf = fromEnv(env)
   if (mf?.auth?.style === 'fifo') return mf.auth.path
-  for (const p of ['/dev/steve', '/run/steved/jobserver']) if (exists(p)) return p
+  for (const p of DEFAULT_JOBSERVER_PATHS) if (exists(p)) return p
   throw new CtlError(
     'steved does not seem to be running: no /dev/steve, no /run/steved/jobserver, no fifo: jobserver in MAKEFLAGS ' +
       '(start it with "systemctl start steved" or "steved --help", or pass --device PATH)',
@@ -112,14 +108,13 @@ function couldBeJobserver(p: string): boolean {
   }
 }
 
-/** An open connection to steved's control ioctls. */
+/** An open connection to steved's control ioctls: jobclient's client, with stevectl's messages. */
 export class Control {
-  private readonly fd: number
-  private readonly native = loadNative()
+  private readonly client: ControlClient
 
   constructor(readonly device: string) {
     try {
-      this.fd = fs.openSync(device, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK)
+      this.client = new ControlClient(device)
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code
       const problem = problemOf(code)
@@ -128,25 +123,28 @@ export class Control {
     }
   }
 
-  private ioctl(request: number, buf: Buffer): void {
-    const r = this.native.ioctl(this.fd, request, buf)
-    if (r >= 0) return
-    // steved stopped under an open file (stevectl top): the same words as a dead mount at open.
-    if (r === -E.ENOTCONN || r === -E.ECONNABORTED) throw Object.assign(new CtlError(describeProblem('dead-mount', this.device), 1), { errno: r })
-    if (r === -E.ENOTTY || r === -E.EINVAL && request === STEVED_IOC_GET) {
-      if (!couldBeJobserver(this.device)) throw new CtlError(describeProblem('not-a-jobserver', this.device), 1)
-      throw new CtlError(`${this.device} is not a steved jobserver (it does not answer steved's control requests)`, 1)
+  /** Run one request; a failure becomes a one-line CtlError that keeps the errno. */
+  private request<T>(fn: () => T): T {
+    try {
+      return fn()
+    } catch (e) {
+      const c = e as ControlError
+      if (typeof c.errno !== 'number') throw e
+      const r = c.errno
+      // steved stopped under an open file (stevectl top): the same words as a dead mount at open.
+      if (r === -E.ENOTCONN || r === -E.ECONNABORTED) throw Object.assign(new CtlError(describeProblem('dead-mount', this.device), 1), { errno: r })
+      if (r === -E.ENOTTY || (isNotSteved(c) && c.request === 'get')) {
+        if (!couldBeJobserver(this.device)) throw new CtlError(describeProblem('not-a-jobserver', this.device), 1)
+        throw new CtlError(`${this.device} is not a steved jobserver (it does not answer steved's control requests)`, 1)
+      }
+      throw Object.assign(new CtlError(`${this.device}: ${c.code}`, 1), { errno: r })
     }
-    const name = os.constants.errno ? Object.entries(E).find(([, v]) => v === -r)?.[0] ?? String(-r) : String(-r)
-    throw Object.assign(new CtlError(`${this.device}: ${name}`, 1), { errno: r })
   }
 
   get(name: string): number | null {
     const def = settingByName(name)
     if (!def) throw new CtlError(`unknown setting '${name}' (see stevectl --help)`, 2)
-    const buf = encodeSetting(def.key, 0)
-    this.ioctl(STEVED_IOC_GET, buf)
-    return decodeSetting(buf).value
+    return this.request(() => this.client.get(def))
   }
 
   set(name: string, value: number | null): void {
@@ -155,7 +153,7 @@ export class Control {
     const why = validateSetting(def, value)
     if (why) throw new CtlError(why, 2)
     try {
-      this.ioctl(STEVED_IOC_SET, encodeSetting(def.key, value))
+      this.request(() => this.client.set(def, value))
     } catch (e) {
       if ((e as { errno?: number }).errno === -E.EPERM) {
         const gid = this.get('admin-group')
@@ -172,11 +170,11 @@ export class Control {
 
   /** Cap the process tree under `pid` at `limit` tokens, together with the group's other trees. */
   groupJoin(name: string, pid: number, limit: number | null): void {
-    this.guarded(`put pid ${pid} into group ${name}`, () => this.ioctl(STEVED_IOC_GROUP, encodeGroup({ op: GROUP_OP_JOIN, name, pid, limit })))
+    this.guarded(`put pid ${pid} into group ${name}`, () => this.request(() => this.client.groupJoin(name, pid, limit)))
   }
 
   groupRemove(name: string): void {
-    this.guarded(`remove group ${name}`, () => this.ioctl(STEVED_IOC_GROUP, encodeGroup({ op: GROUP_OP_REMOVE, name, pid: 0, limit: null })))
+    this.guarded(`remove group ${name}`, () => this.request(() => this.client.groupRemove(name)))
   }
 
   private guarded(what: string, fn: () => void): void {
@@ -194,35 +192,11 @@ export class Control {
   }
 
   status(): Status {
-    // ESTALE: steved dropped our snapshot mid-read (many readers at once); start over.
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return this.statusOnce()
-      } catch (e) {
-        if ((e as { errno?: number }).errno !== -E.ESTALE || attempt >= 5) throw e
-      }
-    }
-  }
-
-  private statusOnce(): Status {
-    let offset = 0
-    let total = -1
-    const parts: Buffer[] = []
-    do {
-      const buf = Buffer.alloc(STATUS_CHUNK_SIZE)
-      buf.writeUInt32LE(offset, 0)
-      this.ioctl(STEVED_IOC_STATUS, buf)
-      total = buf.readUInt32LE(0)
-      const n = buf.readUInt32LE(4)
-      parts.push(Buffer.from(buf.subarray(STATUS_HEADER, STATUS_HEADER + n)))
-      offset += n
-      if (n === 0) break
-    } while (offset < total)
-    return JSON.parse(Buffer.concat(parts).toString('utf8')) as Status
+    return this.request(() => this.client.status())
   }
 
   close(): void {
-    fs.closeSync(this.fd)
+    this.client.close()
   }
 }
 
