@@ -3,7 +3,9 @@
 //   - Portage 3.0.73 (no native jobserver-token) and 3.0.83 without FEATURES=jobserver-token,
 //     the README as written: the shim's holder of each job holds exactly 1 token, emerge none;
 //   - Portage 3.0.83 with FEATURES=jobserver-token: emerge holds exactly 1 token per job
-//     (2), the shim none, and it says so once per job.
+//     (2), the shim none, and it says so once per job; started with MAKEFLAGS in its own
+//     environment (under make or stevie) its first job runs on that client's implicit slot,
+//     the one place where the build runs tokens + 1 jobs.
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import t from 'tap'
@@ -14,15 +16,20 @@ import { makeBed, type PortageVersion } from './helpers/portage'
 // Each real emerge takes 10-40 s on a shared 2-core machine; tap's default file limit is 300 s.
 t.setTimeout(900_000)
 
-const variants: Array<{ version: PortageVersion; featuresToken: boolean }> = [
+const variants: Array<{ version: PortageVersion; featuresToken: boolean; underMake?: boolean }> = [
   { version: '3.0.73', featuresToken: false },
   { version: '3.0.83', featuresToken: false },
   { version: '3.0.83', featuresToken: true },
+  // emerge started under a jobserver client (MAKEFLAGS in its own environment, as under make or
+  // stevie): Portage >= 3.0.76 runs its first job on that client's implicit slot.
+  { version: '3.0.83', featuresToken: true, underMake: true },
 ]
 
-for (const { version, featuresToken } of variants) {
+for (const { version, featuresToken, underMake } of variants) {
   const native = featuresToken
-  t.test(`Portage ${version}${featuresToken ? ' with FEATURES=jobserver-token' : ', the README as written'}: ${native ? 'emerge' : 'the shim'} holds exactly one token per job while 2 builds compile`, async (t) => {
+  const what = underMake ? ' with FEATURES=jobserver-token and MAKEFLAGS in its environment' : featuresToken ? ' with FEATURES=jobserver-token' : ', the README as written'
+  const holds = underMake ? 'emerge holds one token for the second job, the first runs on the implicit slot' : `${native ? 'emerge' : 'the shim'} holds exactly one token per job`
+  t.test(`Portage ${version}${what}: ${holds} while 2 builds compile`, async (t) => {
     const dir = tmpDir(t)
     const steved = await startSteved(t, { jobs: 3, dir })
     const tag = processTag(t)
@@ -33,12 +40,15 @@ for (const { version, featuresToken } of variants) {
     fs.mkdirSync(barrierDir)
     const pkgs = ['n0', 'n1'].map((name) => ({ name, makefile: makefile({ prefix: name, n: 1, recipe, log, barrier: 2, barrierDir, gate: go, seconds: 0.1 }) }))
     const bed = makeBed({ version, jobserver: steved, dir, tag, packages: pkgs, featuresToken })
-    const emerge = bed.emerge(t, ['--jobs=2', 'app-misc/n0', 'app-misc/n1'])
+    const emerge = bed.emerge(t, ['--jobs=2', 'app-misc/n0', 'app-misc/n1'], underMake ? { MAKEFLAGS: `--jobserver-auth=fifo:${steved.path}` } : {})
     await waitUntil(() => fs.readdirSync(barrierDir).length === 2, 'both builds to compile', 120_000)
     const st = await stevedStatus(steved)
     const byEmerge = st.holders.find((h) => h.pid === emerge.pid)?.tokens ?? 0
     const shim = st.holders.filter((h) => h.cmdline.includes(' holder '))
-    if (native) {
+    if (underMake) {
+      t.equal(byEmerge, 1, 'emerge holds 1 token: the other job runs on the implicit slot of whatever started emerge')
+      t.same(shim, [], 'no shim holder')
+    } else if (native) {
       t.equal(byEmerge, 2, 'emerge holds 2 tokens: one per job')
       t.same(shim, [], 'no shim holder')
     } else {
@@ -46,7 +56,7 @@ for (const { version, featuresToken } of variants) {
       for (const p of pkgs) t.equal(holdersOf(st, `app-misc/${p.name}-1`)[0]?.tokens, 1, `${p.name}: its holder holds 1 token`)
       t.equal(shim.length, 2, 'two shim holders in all')
     }
-    t.equal(st.pool.held, 2, 'nothing else holds a token (the makes run on their implicit slots)')
+    t.equal(st.pool.held, underMake ? 1 : 2, 'nothing else holds a token (the makes run on their implicit slots)')
     fs.writeFileSync(go, '')
     const done = await emerge.exited
     t.equal(done.code, 0, 'emerge finished', { output: done.stdout.slice(-3000) })

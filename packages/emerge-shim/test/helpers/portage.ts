@@ -77,8 +77,8 @@ export interface Bed {
   /** The recipes' and jobs' start/end log. */
   jobsLog: string
   makeConf: string
-  /** Start emerge with these arguments (packages as app-misc/NAME). */
-  emerge(t: Teardown, args: string[]): Started
+  /** Start emerge with these arguments (packages as app-misc/NAME), and more environment. */
+  emerge(t: Teardown, args: string[], env?: Record<string, string>): Started
   builddir(name: string): string
   buildLog(name: string): string
   holderLog(name: string): string
@@ -197,7 +197,7 @@ export function makeBed(o: BedOptions): Bed {
     prefix,
     jobsLog,
     makeConf,
-    emerge(t, args) {
+    emerge(t, args, more = {}) {
       // Nothing of the caller's jobserver: native Portage would take MAKEFLAGS in its own
       // environment as "started under a jobserver client" and use an implicit slot.
       const env: Record<string, string> = {
@@ -210,6 +210,7 @@ export function makeBed(o: BedOptions): Bed {
         PORTAGE_USERNAME: 'root',
         PORTAGE_GRPNAME: 'root',
         STEVED_EMERGE_TEST: o.tag,
+        ...more,
       }
       return start(t, path.join(venv, 'bin', 'emerge'), ['--oneshot', '--color=n', '--nospinner', ...args], { env, detached: true })
     },
