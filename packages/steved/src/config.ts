@@ -5,16 +5,23 @@
 import * as fs from 'node:fs'
 import * as TOML from '@iarna/toml'
 
-import { POOL_SETTINGS } from './control/protocol'
+import { checkOptionArg } from './cli'
 import { StevedError } from './errors'
+import { minJobsProblem } from './rules'
 
 export const DEFAULT_CONFIG_PATH = '/etc/steved.toml'
 /** A real configuration is well under 1 KiB; a bigger file is a mistake, and parsing it would stall token traffic. */
 export const CONFIG_MAX_BYTES = 64 * 1024
 
-/** Keys the file may hold and the type of value each takes: the pool settings of the table, then the daemon's own. */
+/** Keys the file may hold and the type of value each takes. */
 const KEYS: Record<string, 'number' | 'string' | 'boolean' | 'mode'> = {
-  ...Object.fromEntries(POOL_SETTINGS.map((d) => [d.name, 'number' as const])),
+  jobs: 'number',
+  'load-average': 'number',
+  'min-jobs': 'number',
+  'load-recheck-timeout': 'number',
+  'min-memory-avail': 'number',
+  'per-process-limit': 'number',
+  'reservation-expiry': 'number',
   transport: 'string',
   'dev-name': 'string',
   path: 'string',
@@ -56,6 +63,7 @@ export function configToArgv(text: string, file: string): LoadedConfig {
     }
     const bad = (want: string) =>
       new StevedError('ERR_STEVED_USAGE', `${file}${keyPosition(text, key)}: '${key}' must be ${want} (got ${describe(value)})`, 'fix the file')
+    const before = argv.length
     switch (kind) {
       case 'number':
         // The TOML parser returns integers beyond 2^53 as BigInt (wrapped beyond 2^63).
@@ -78,6 +86,16 @@ export function configToArgv(text: string, file: string): LoadedConfig {
         if (value) argv.push(`--${key}`)
         break
     }
+    // The value in the file's words and place, not as the command-line flag it becomes.
+    for (const arg of argv.slice(before)) {
+      const why = checkOptionArg(arg)
+      if (why !== null) throw new StevedError('ERR_STEVED_USAGE', `${file}${keyPosition(text, key)}: '${key}' ${why}`, 'fix the file')
+    }
+  }
+  // A file that contradicts itself is wrong whatever the command line adds.
+  if (typeof doc.jobs === 'number' && typeof doc['min-jobs'] === 'number') {
+    const why = minJobsProblem(doc['min-jobs'], doc.jobs)
+    if (why !== null) throw new StevedError('ERR_STEVED_USAGE', `${file}${keyPosition(text, 'min-jobs')}: ${why}`, 'fix the file: lower min-jobs or raise jobs')
   }
   return { path: file, argv, warnings }
 }

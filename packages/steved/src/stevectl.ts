@@ -30,6 +30,7 @@ import {
 } from 'jobclient'
 
 import { renderDown, renderMetrics } from './control/metrics'
+import { minJobsProblem } from './rules'
 import { VERSION } from './version'
 
 export class CtlError extends Error {
@@ -152,6 +153,11 @@ export class Control {
     if (!def) throw new CtlError(`unknown setting '${name}' (see stevectl --help)`, 2)
     const why = validateSetting(def, value)
     if (why) throw new CtlError(why, 2)
+    if ((name === 'jobs' || name === 'min-jobs') && value !== null) {
+      const [jobs, minJobs] = name === 'jobs' ? [value, this.get('min-jobs') ?? 0] : [this.get('jobs') ?? 0, value]
+      const problem = minJobsProblem(minJobs, jobs)
+      if (problem) throw new CtlError(`cannot set ${name} to ${value}: ${problem}; ${name === 'jobs' ? 'lower min-jobs first' : 'raise jobs first'}`, 2)
+    }
     try {
       this.request(() => this.client.set(def, value))
     } catch (e) {

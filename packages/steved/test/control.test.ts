@@ -227,7 +227,7 @@ t.test('TOML config: flags override it; SIGHUP applies a good file and rejects a
   t.equal((await ctl(s.path, '--get-per-process-limit')).stdout, '4\n', 'the running settings stay in force')
   fs.writeFileSync(cfg, 'per-process-limit = 0\n')
   s.child.kill('SIGHUP')
-  await waitFor(() => /rejected.*per-process-limit must be a whole number from 1 to/.test(s.stderr()), 'a validation rejection')
+  await waitFor(() => /rejected.*steved.toml:1:21: 'per-process-limit' must be a whole number from 1 to/.test(s.stderr()), 'a validation rejection')
   t.equal((await ctl(s.path, '--get-per-process-limit')).stdout, '4\n')
 })
 

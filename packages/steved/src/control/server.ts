@@ -26,6 +26,7 @@ import {
   settingFromConfig,
   validateSetting,
 } from './protocol'
+import { minJobsProblem } from '../rules'
 
 const E = os.constants.errno
 
@@ -159,6 +160,8 @@ export function controlHandler(server: TokenServer, opts: ControlOptions): Ioctl
         const def = settingByKey(key)
         if (!def || validateSetting(def, value) !== null) return { errno: E.EINVAL }
         if (!mayChange(req)) return { errno: E.EPERM }
+        const next = { ...server.snapshot().config, ...configPatch(def, value) }
+        if (minJobsProblem(next.minJobs, next.jobs) !== null) return { errno: E.EINVAL }
         server.configure(configPatch(def, value))
         opts.log?.(`pid ${req.pid} (uid ${req.uid}) set ${def.name} to ${value ?? 'none'}`)
         return { result: 0 }
