@@ -6,8 +6,8 @@ import * as os from 'node:os'
 
 import { defaultAccess } from './access'
 import { parseListenAddress, type ListenAddress } from './control/metrics'
-import { MAX_TIMEOUT_SECONDS, MAX_TOKENS } from './control/protocol'
-import { DEFAULT_RESERVATION_EXPIRY_MS, defaultConfig } from './core'
+import { POOL_SETTINGS, configPatch, settingFromConfig } from './control/protocol'
+import { defaultConfig, type PoolConfig } from './core'
 import { DEFAULT_DEV_NAME, DEFAULT_FUSE_PATH, type DaemonOptions, type Transport } from './daemon'
 import { StevedError } from './errors'
 import { minJobsProblem } from './rules'
@@ -60,9 +60,37 @@ function octalMode(v: string): number {
   return parseInt(v, 8)
 }
 
+/**
+ * One option per pool setting of the settings table, checked as the table says: whole numbers
+ * within bounds; other numbers plain decimals > 0 (>= 0 where 0 is allowed), at most the maximum.
+ * The defaults are the core's.
+ */
+function poolOptions(cpus: number): Option[] {
+  const defaults = defaultConfig(cpus)
+  return POOL_SETTINGS.map((d) => {
+    const flag = d.daemon.short ? `${d.daemon.short}/--${d.name}` : `--${d.name}`
+    const o = new Option(`${d.daemon.short ? `${d.daemon.short}, ` : ''}--${d.name} <${d.daemon.arg}>`, d.daemon.help ?? d.description).argParser(
+      d.integer ? wholeNumber(flag, d.min, d.max) : positiveNumber(flag, d.min === 0, d.max),
+    )
+    const value = settingFromConfig(d, defaults)
+    if (d.name === 'jobs') return o.default(value, `online CPUs, ${cpus} here`)
+    return value === null ? o : o.default(value)
+  })
+}
+
+/** The pool configuration the options ask for. */
+function poolConfig(o: Record<string, unknown>, options: readonly Option[]): PoolConfig {
+  const pool = defaultConfig(o.jobs as number)
+  for (const d of POOL_SETTINGS) {
+    const opt = options.find((x) => x.long === `--${d.name}`)!
+    Object.assign(pool, configPatch(d, (o[opt.attributeName()] as number | undefined) ?? null))
+  }
+  return pool
+}
+
 export function buildCommand(): Command {
   const cpus = os.availableParallelism()
-  return new Command('steved')
+  const cmd = new Command('steved')
     // One line per paragraph: commander wraps each line to the terminal's width itself, so a
     // line break written here would end a line mid-sentence. Indented lines are examples.
     .description(
@@ -85,13 +113,9 @@ export function buildCommand(): Command {
     )
     .version(VERSION_STRING, '-V, --version', 'print the version and exit')
     .helpOption('-h, --help', 'show this help and exit')
-    .addOption(new Option('-j, --jobs <n>', 'tokens in the pool').argParser(wholeNumber('-j/--jobs', 1, MAX_TOKENS)).default(cpus, `online CPUs, ${cpus} here`))
-    .addOption(new Option('-l, --load-average <load>', 'hand out tokens only while the 1-minute load average is at most this').argParser(positiveNumber('-l/--load-average', false)))
-    .addOption(new Option('-m, --min-jobs <n>', 'tokens that may be out whatever the load').argParser(wholeNumber('-m/--min-jobs', 0, MAX_TOKENS)).default(1))
-    .addOption(new Option('-r, --load-recheck-timeout <seconds>', 'how often load and memory are rechecked while clients wait (at most 86400)').argParser(positiveNumber('-r/--load-recheck-timeout', false, MAX_TIMEOUT_SECONDS)).default(0.5))
-    .addOption(new Option('-a, --min-memory-avail <MiB>', 'hand out tokens only while MemAvailable is at least this').argParser(positiveNumber('-a/--min-memory-avail', true)))
-    .addOption(new Option('-p, --per-process-limit <n>', 'at most this many tokens per process').argParser(wholeNumber('-p/--per-process-limit', 1, MAX_TOKENS)))
-    .addOption(new Option('--reservation-expiry <seconds>', 'how long a token stays reserved for a poller that was told it may read (at most 86400)').argParser(positiveNumber('--reservation-expiry', false, MAX_TIMEOUT_SECONDS)).default(DEFAULT_RESERVATION_EXPIRY_MS / 1000))
+  // The pool settings, from the settings table; then the daemon's own options.
+  for (const o of poolOptions(cpus)) cmd.addOption(o)
+  return cmd
     .addOption(new Option('--transport <kind>', 'cuse: a character device; fuse: a FUSE-mounted file; auto: cuse if /dev/cuse exists').choices(['auto', 'fuse', 'cuse']).default('auto'))
     .addOption(new Option('--dev-name <name>', 'CUSE device name: /dev/<name>').default(DEFAULT_DEV_NAME))
     .addOption(new Option('--path <file>', 'the regular file the FUSE transport mounts over').default(DEFAULT_FUSE_PATH))
@@ -170,13 +194,7 @@ export function parseArgs(argv: string[], write: (s: string) => void = (s) => pr
   const name = String(o.devName)
   if (!/^[A-Za-z0-9._-]+$/.test(name)) throw usage(`--dev-name must be a plain device name such as 'steve' (got '${name}')`)
   if (/\s/.test(String(o.path))) throw usage(`--path must not contain spaces: clients cut MAKEFLAGS at the first space (got '${o.path}')`)
-  const pool = defaultConfig(o.jobs as number)
-  pool.minJobs = o.minJobs as number
-  pool.loadAverage = (o.loadAverage as number | undefined) ?? null
-  pool.loadRecheckMs = (o.loadRecheckTimeout as number) * 1000
-  pool.minMemoryAvailMiB = (o.minMemoryAvail as number | undefined) ?? null
-  pool.perProcessLimit = (o.perProcessLimit as number | undefined) ?? null
-  pool.reservationExpiryMs = (o.reservationExpiry as number) * 1000
+  const pool = poolConfig(o, cmd.options)
   const why = minJobsProblem(pool.minJobs, pool.jobs)
   if (why) throw usage(`${why}${cmd.getOptionValueSource('jobs') === 'default' ? ` (jobs is the default: the ${pool.jobs} online CPUs)` : ''}; lower min-jobs or raise jobs`)
   return {

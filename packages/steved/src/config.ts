@@ -5,6 +5,7 @@
 import * as fs from 'node:fs'
 import * as TOML from '@iarna/toml'
 
+import { POOL_SETTINGS } from './control/protocol'
 import { checkOptionArg } from './cli'
 import { StevedError } from './errors'
 import { minJobsProblem } from './rules'
@@ -13,15 +14,9 @@ export const DEFAULT_CONFIG_PATH = '/etc/steved.toml'
 /** A real configuration is well under 1 KiB; a bigger file is a mistake, and parsing it would stall token traffic. */
 export const CONFIG_MAX_BYTES = 64 * 1024
 
-/** Keys the file may hold and the type of value each takes. */
+/** Keys the file may hold and the type of value each takes: the pool settings of the table, then the daemon's own. */
 const KEYS: Record<string, 'number' | 'string' | 'boolean' | 'mode'> = {
-  jobs: 'number',
-  'load-average': 'number',
-  'min-jobs': 'number',
-  'load-recheck-timeout': 'number',
-  'min-memory-avail': 'number',
-  'per-process-limit': 'number',
-  'reservation-expiry': 'number',
+  ...Object.fromEntries(POOL_SETTINGS.map((d) => [d.name, 'number' as const])),
   transport: 'string',
   'dev-name': 'string',
   path: 'string',
