@@ -8,6 +8,7 @@
 //   stevectl CMD ARGS...                  run CMD holding one token (via jobclient run)
 
 import { spawnSync } from 'node:child_process'
+import { Command, CommanderError } from 'commander'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
@@ -412,7 +413,6 @@ function parseValue(name: string, v: string | undefined): number | null {
 }
 
 const COMMANDS = ['status', 'top', 'group', 'metrics']
-const OPTIONS = ['--device', '--help', '--version', ...SETTINGS.map((x) => `--get-${x.name}`), ...SETTINGS.filter((x) => x.writable).map((x) => `--set-${x.name}`)]
 
 /** Levenshtein distance, for "did you mean" on short words. */
 export function editDistance(a: string, b: string): number {
@@ -448,121 +448,171 @@ function onPath(cmd: string, env: NodeJS.ProcessEnv = process.env): boolean {
   return false
 }
 
+/** The commander error's words as stevectl's one line (commander's own are two, with "error: "). */
+function commanderLine(e: CommanderError): string {
+  return e.message.replace(/^error: /, '').split('\n')[0]
+}
+
 /** Run the CLI; returns the exit code. Output goes through `write`. */
 export async function stevectl(argv: string[], write: (s: string) => void = (s) => process.stdout.write(s), prog = 'stevectl'): Promise<number> {
-  let device: string | undefined
+  const help = (prog === 'stevectl' ? HELP : HELP.replace(/\bstevectl\b/g, prog)) + '\n'
+  const see = `(see ${prog} --help)`
+  // --get/--set in the order given: one value per line, in the order asked.
   const ops: Array<{ op: 'get' | 'set'; name: string; value?: number | null }> = []
-  let i = 0
-  for (; i < argv.length; i++) {
-    const a = argv[i]
-    if (a === '-h' || a === '--help') {
-      write((prog === 'stevectl' ? HELP : HELP.replace(/\bstevectl\b/g, prog)) + '\n')
-      return 0
-    }
-    if (a === '--version' || a === '-V') {
-      write(`${VERSION}\n`)
-      return 0
-    }
-    if (a === '--device') device = argv[++i]
-    else if (a === '-t') ops.push({ op: 'get', name: 'tokens' }) // stevie's short --get-tokens
-    else if (a.startsWith('--device=')) device = a.slice(9)
-    else if (a.startsWith('--get-')) ops.push({ op: 'get', name: a.slice(6) })
-    else if (a.startsWith('--set-')) {
-      const eq = a.indexOf('=')
-      const name = eq > 0 ? a.slice(6, eq) : a.slice(6)
-      ops.push({ op: 'set', name, value: parseValue(name, eq > 0 ? a.slice(eq + 1) : argv[++i]) })
-    } else if (a === '--') {
-      i++
-      break
-    } else if (a.startsWith('-')) throw new CtlError(`unknown option '${a}'${didYouMean(a.split('=')[0], OPTIONS)} (see ${prog} --help)`, 2)
-    else break
-  }
-  for (const o of ops) {
-    if (!settingByName(o.name)) throw new CtlError(`unknown setting '${o.name}'${didYouMean(o.name, SETTINGS.map((x) => x.name))} (see ${prog} --help)`, 2)
-  }
-  const rest = argv.slice(i)
-  // A mistyped command word would otherwise be run as a program (and fail as "spawn ENOENT").
-  if (rest.length && !argv.slice(0, i).includes('--') && !COMMANDS.includes(rest[0]) && !rest[0].includes('/') && !onPath(rest[0])) {
-    const hint = didYouMean(rest[0], COMMANDS)
-    if (hint) throw new CtlError(`'${rest[0]}' is neither a ${prog} command nor a program on PATH${hint} (see ${prog} --help)`, 2)
-  }
-
-  if (rest.length === 0 && ops.length === 0) {
-    write((prog === 'stevectl' ? HELP : HELP.replace(/\bstevectl\b/g, prog)) + '\n')
-    return 2
-  }
-  if (rest[0] === 'group') {
-    const [, op, name, pidArg, limitArg] = rest
-    if (name && Buffer.byteLength(name) > GROUP_NAME_MAX) throw new CtlError(`group ${op}: NAME is at most ${GROUP_NAME_MAX} bytes (got ${Buffer.byteLength(name)})`, 2)
-    const ctl = new Control(findDevice(device))
+  let code = 0
+  const device = (): string | undefined => program.opts().device as string | undefined
+  const withControl = async (fn: (ctl: Control) => number | Promise<number>): Promise<void> => {
+    const ctl = new Control(findDevice(device()))
     try {
-      if (op === 'join' && name && pidArg && /^\d+$/.test(pidArg) && rest.length <= 5) {
+      code = await fn(ctl)
+    } finally {
+      ctl.close()
+    }
+  }
+  /** A command's own usage errors: commander's unknown option or extra argument, in its words. */
+  const strict = (c: Command, unexpected: (arg: string) => CtlError): Command =>
+    c
+      .helpOption(false)
+      .exitOverride((e) => {
+        const m = /'([^']*)'/.exec(e.message)
+        if (e.code === 'commander.unknownOption' || e.code === 'commander.excessArguments' || e.code === 'commander.optionMissingArgument') {
+          throw unexpected(e.code === 'commander.excessArguments' ? (c.args[c.registeredArguments.length] ?? '') : (m?.[1] ?? '').split(' ')[0])
+        }
+        throw e
+      })
+      .configureOutput({ writeOut: write, writeErr: () => {} })
+
+  const program = new Command(prog)
+    .exitOverride()
+    .configureOutput({ writeOut: write, writeErr: () => {} })
+    .helpOption('-h, --help')
+    .helpCommand(false)
+    .version(VERSION, '-V, --version')
+    .option('--device <path>')
+    .option('-t')
+    .enablePositionalOptions()
+    .passThroughOptions()
+    .argument('[command...]')
+  program.helpInformation = () => help
+  program.on('option:t', () => ops.push({ op: 'get', name: 'tokens' })) // stevie's short --get-tokens
+  for (const s of SETTINGS) {
+    program.option(`--get-${s.name}`)
+    program.on(`option:get-${s.name}`, () => ops.push({ op: 'get', name: s.name }))
+    if (!s.writable) continue
+    program.option(`--set-${s.name} <value>`, '', (v: string) => {
+      ops.push({ op: 'set', name: s.name, value: parseValue(s.name, v) })
+      return v
+    })
+  }
+  program.hook('preSubcommand', (_, sub) => {
+    if (ops.length) throw new CtlError(`cannot combine --get/--set with a command ('${sub.name()}')`, 2)
+  })
+
+  program.addCommand(
+    strict(new Command('status').option('--json'), (a) => new CtlError(`status: unexpected '${a}'`, 2)).action(async (o: { json?: boolean }) =>
+      withControl((ctl) => {
+        const st = ctl.status()
+        write(o.json ? JSON.stringify(st, null, 2) + '\n' : formatStatus(st) + '\n')
+        return 0
+      }),
+    ),
+  )
+  program.addCommand(
+    strict(new Command('top').option('--interval <seconds>'), (a) => new CtlError(`top: unexpected '${a}'`, 2)).action(async (o: { interval?: string }) => {
+      const interval = o.interval === undefined ? 1 : Number(o.interval)
+      if (!(interval > 0)) throw new CtlError('top: --interval must be a number of seconds > 0', 2)
+      await withControl((ctl) => top(ctl, interval * 1000))
+    }),
+  )
+  const metricsUsage = (a: string) => new CtlError(`metrics: unexpected '${a}' (usage: stevectl metrics [--openmetrics] [--textfile PATH])`, 2)
+  program.addCommand(
+    strict(new Command('metrics').option('--openmetrics').option('--textfile <path>'), metricsUsage).action((o: { openmetrics?: boolean; textfile?: string }) => {
+      code = metricsCommand(o.textfile ?? null, Boolean(o.openmetrics), device(), write)
+    }),
+  )
+  const groupUsage = () => new CtlError('usage: stevectl group join NAME PID [LIMIT|none] | stevectl group remove NAME', 2)
+  const groupName = (op: string, name: string): void => {
+    if (Buffer.byteLength(name) > GROUP_NAME_MAX) throw new CtlError(`group ${op}: NAME is at most ${GROUP_NAME_MAX} bytes (got ${Buffer.byteLength(name)})`, 2)
+  }
+  const group = strict(new Command('group'), groupUsage)
+    .helpCommand(false)
+    .action(() => {
+      throw groupUsage()
+    })
+    .addCommand(
+      strict(new Command('join').argument('<name>').argument('<pid>').argument('[limit]'), groupUsage).action(async (name: string, pidArg: string, limitArg?: string) => {
+        groupName('join', name)
+        if (!/^\d+$/.test(pidArg)) throw groupUsage()
         const limit = limitArg === undefined || limitArg === 'none' ? null : Number(limitArg)
         if (limit !== null && !(Number.isInteger(limit) && limit >= 1 && limit <= MAX_TOKENS)) throw new CtlError(`group join: LIMIT must be a whole number from 1 to ${MAX_TOKENS} or "none" (got '${limitArg}')`, 2)
-        ctl.groupJoin(name, Number(pidArg), limit)
-        return 0
-      }
-      if (op === 'remove' && name && rest.length === 3) {
-        ctl.groupRemove(name)
-        return 0
-      }
-      throw new CtlError('usage: stevectl group join NAME PID [LIMIT|none] | stevectl group remove NAME', 2)
-    } finally {
-      ctl.close()
+        await withControl((ctl) => (ctl.groupJoin(name, Number(pidArg), limit), 0))
+      }),
+    )
+    .addCommand(
+      strict(new Command('remove').argument('<name>'), groupUsage).action(async (name: string) => {
+        groupName('remove', name)
+        await withControl((ctl) => (ctl.groupRemove(name), 0))
+      }),
+    )
+  for (const c of group.commands) c.exitOverride((e) => {
+    if (e.code === 'commander.missingArgument' || e.code === 'commander.excessArguments' || e.code === 'commander.unknownOption') throw groupUsage()
+    throw e
+  })
+  program.addCommand(group)
+
+  program.action(async (rest: string[]) => {
+    const dashdash = argv.includes('--') && argv.indexOf('--') < argv.indexOf(rest[0] ?? '')
+    // A mistyped command word would otherwise be run as a program (and fail as "spawn ENOENT").
+    if (rest.length && !dashdash && !rest[0].includes('/') && !onPath(rest[0])) {
+      const hint = didYouMean(rest[0], COMMANDS)
+      if (hint) throw new CtlError(`'${rest[0]}' is neither a ${prog} command nor a program on PATH${hint} ${see}`, 2)
     }
-  }
-  if (rest[0] === 'metrics') return metricsCommand(rest.slice(1), device, write)
-  if (rest[0] === 'status' || rest[0] === 'top') {
-    const ctl = new Control(findDevice(device))
-    try {
-      if (rest[0] === 'status') {
-        const extra = rest.slice(1).filter((x) => x !== '--json')
-        if (extra.length) throw new CtlError(`status: unexpected '${extra[0]}'`, 2)
-        const st = ctl.status()
-        write(rest.includes('--json') ? JSON.stringify(st, null, 2) + '\n' : formatStatus(st) + '\n')
+    if (rest.length === 0 && ops.length === 0) {
+      write(help)
+      code = 2
+      return
+    }
+    if (ops.length) {
+      if (rest.length) throw new CtlError(`cannot combine --get/--set with a command ('${rest[0]}')`, 2)
+      await withControl((ctl) => {
+        for (const o of ops) {
+          if (o.op === 'get') write(fmt(ctl.get(o.name)) + '\n')
+          else ctl.set(o.name, o.value ?? null)
+        }
         return 0
-      }
-      let interval = 1
-      if (rest[1] === '--interval') interval = Number(rest[2])
-      if (!(interval > 0)) throw new CtlError('top: --interval must be a number of seconds > 0', 2)
-      return await top(ctl, interval * 1000)
-    } finally {
-      ctl.close()
+      })
+      return
     }
-  }
-  if (ops.length) {
-    if (rest.length) throw new CtlError(`cannot combine --get/--set with a command ('${rest[0]}')`, 2)
-    const ctl = new Control(findDevice(device))
-    try {
-      for (const o of ops) {
-        if (o.op === 'get') write(fmt(ctl.get(o.name)) + '\n')
-        else ctl.set(o.name, o.value ?? null)
-      }
-    } finally {
-      ctl.close()
+    // A command: hold one token while it runs (jobclient does the acquiring and the MAKEFLAGS).
+    const env = { ...process.env }
+    if (device() || !fromEnv(env)?.auth) env.MAKEFLAGS = `--jobserver-auth=fifo:${findDevice(device())}`
+    const jobclient = path.join(path.dirname(require.resolve('jobclient/package.json')), 'bin', 'jobclient.js')
+    const r = spawnSync(process.execPath, [jobclient, 'run', '--', ...rest], { stdio: 'inherit', env })
+    if (r.error) throw new CtlError(`cannot run jobclient: ${r.error.message}`, 1)
+    code = r.status ?? 128 + (os.constants.signals[r.signal as NodeJS.Signals] ?? 0)
+  })
+
+  try {
+    await program.parseAsync(argv, { from: 'user' })
+  } catch (e) {
+    if (!(e instanceof CommanderError)) throw e
+    if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version') return 0
+    const m = /'([^']*)'/.exec(e.message)
+    const opt = (m?.[1] ?? '').split(' ')[0]
+    if (e.code === 'commander.unknownOption') {
+      const setting = /^--[gs]et-([^=]*)/.exec(opt)
+      if (setting) throw new CtlError(`unknown setting '${setting[1]}'${didYouMean(setting[1], SETTINGS.map((x) => x.name))} ${see}`, 2)
+      const known = ['--device', '--help', '--version', ...program.options.map((o) => o.long).filter((l): l is string => l !== undefined && l !== '--device')]
+      throw new CtlError(`unknown option '${opt}'${didYouMean(opt.split('=')[0], [...new Set(known)])} ${see}`, 2)
     }
-    return 0
+    if (e.code === 'commander.optionMissingArgument' && opt.startsWith('--set-')) throw new CtlError(`${opt} needs a value`, 2)
+    throw new CtlError(commanderLine(e), 2)
   }
-  // A command: hold one token while it runs (jobclient does the acquiring and the MAKEFLAGS).
-  const env = { ...process.env }
-  if (device || !fromEnv(env)?.auth) env.MAKEFLAGS = `--jobserver-auth=fifo:${findDevice(device)}`
-  const jobclient = path.join(path.dirname(require.resolve('jobclient/package.json')), 'bin', 'jobclient.js')
-  const r = spawnSync(process.execPath, [jobclient, 'run', '--', ...rest], { stdio: 'inherit', env })
-  if (r.error) throw new CtlError(`cannot run jobclient: ${r.error.message}`, 1)
-  return r.status ?? 128 + (os.constants.signals[r.signal as NodeJS.Signals] ?? 0)
+  return code
 }
 
 /** `stevectl metrics`: the exposition on stdout, or written atomically to a textfile. */
-function metricsCommand(args: string[], device: string | undefined, write: (s: string) => void): number {
-  let textfile: string | null = null
-  let openmetrics = false
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]
-    if (a === '--openmetrics') openmetrics = true
-    else if (a === '--textfile' && args[i + 1] !== undefined) textfile = args[++i]
-    else if (a.startsWith('--textfile=')) textfile = a.slice('--textfile='.length)
-    else throw new CtlError(`metrics: unexpected '${a}' (usage: stevectl metrics [--openmetrics] [--textfile PATH])`, 2)
-  }
+function metricsCommand(textfile: string | null, openmetrics: boolean, device: string | undefined, write: (s: string) => void): number {
   if (textfile !== null && openmetrics) throw new CtlError('metrics: --textfile writes the 0.0.4 text format node_exporter reads; leave out --openmetrics', 2)
   if (textfile !== null && !textfile.endsWith('.prom')) throw new CtlError(`metrics: node_exporter's textfile collector reads only *.prom files (got '${textfile}')`, 2)
   let text: string
