@@ -123,6 +123,7 @@ export function buildCommand(): Command {
     .addOption(new Option('--group <group>', 'group owning the file or device (e.g. jobserver, with --mode 0660)').argParser(nonEmpty('--group')))
     .addOption(new Option('-u, --user <user>', 'drop to this user once the file or device is set up').argParser(nonEmpty('-u/--user')))
     .addOption(new Option('--admin-group <group>', 'members of this group may change settings at runtime (stevectl --set-*); root always may').argParser(nonEmpty('--admin-group')))
+    .addOption(new Option('--pressure-cgroup <dir>', 'read pressure for --max-*-pressure from this cgroup v2 directory (its cpu.pressure, memory.pressure, io.pressure) instead of the whole machine (/proc/pressure)').argParser(nonEmpty('--pressure-cgroup')))
     .addOption(new Option('--config <file>', 'TOML file with these options under their long names; flags override it; SIGHUP re-reads it').default('/etc/steved.toml', '/etc/steved.toml if present'))
     .addOption(new Option('-v, --verbose', 'log start-up (settings), every client process exit and the tokens reclaimed from it'))
     .addOption(new Option('-d, --debug', 'log every request'))
@@ -206,6 +207,7 @@ export function parseArgs(argv: string[], write: (s: string) => void = (s) => pr
       ...defaultAccess(o.mode as number | undefined, (o.group as string | undefined) ?? null),
       user: (o.user as string | undefined) ?? null,
       adminGroup: (o.adminGroup as string | undefined) ?? null,
+      pressureDir: (o.pressureCgroup as string | undefined) ?? undefined,
     },
     verbose: Boolean(o.verbose || o.debug),
     debug: Boolean(o.debug),

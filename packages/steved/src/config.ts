@@ -24,6 +24,7 @@ const KEYS: Record<string, 'number' | 'string' | 'boolean' | 'mode'> = {
   group: 'string',
   user: 'string',
   'admin-group': 'string',
+  'pressure-cgroup': 'string',
   metrics: 'string',
   verbose: 'boolean',
   debug: 'boolean',

@@ -7,7 +7,7 @@ import * as path from 'node:path'
 
 import type { PoolConfig } from './core'
 import { StevedError } from './errors'
-import { DEFAULT_PRESSURE_DIR, PressureReader } from './io/pressure'
+import { DEFAULT_PRESSURE_DIR, PressureReader, pressureDirProblem } from './io/pressure'
 import { cmdlineOf } from './io/procfs'
 import { TokenServer } from './io/server'
 import { MNT_DETACH, loadAddon, type Addon } from './native'
@@ -125,6 +125,11 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
   const gid = opts.group !== null ? groupId(opts.group) : 0
   const userIds = opts.user !== null ? { uid: resolveId('-u', opts.user, 'user'), gid: resolveId('-g', opts.user, 'user') } : null
   const transport = pickTransport(opts.transport, devDir)
+  if (opts.pressureDir !== undefined) {
+    // A mistyped cgroup would silently lift every pressure limit: refuse it at start.
+    const why = pressureDirProblem(opts.pressureDir, ['cpu', 'memory', 'io'])
+    if (why) throw new StevedError('ERR_STEVED_USAGE', `--pressure-cgroup: ${why}`, 'pass a cgroup v2 directory (where cgroup2 is mounted, with PSI enabled), or leave it out to read /proc/pressure')
+  }
   const pressure = new PressureReader(opts.pressureDir ?? DEFAULT_PRESSURE_DIR, (m) => log('warn', m))
   const server = new TokenServer(opts.pool, { addon, log: (l, m) => log(l, m), pressure: (r) => pressure.read(r) })
   let where = ''

@@ -23,6 +23,9 @@ t.test('steve-compatible options parse into the pool configuration', async (t) =
     minMemoryAvailMiB: 2048,
     perProcessLimit: 3,
     reservationExpiryMs: 1000,
+    maxCpuPressure: null,
+    maxMemoryPressure: null,
+    maxIoPressure: null,
   })
   t.equal(r.options.transport, 'fuse')
   t.equal(r.options.path, '/run/x')
@@ -36,6 +39,22 @@ t.test('steve-compatible options parse into the pool configuration', async (t) =
   t.equal(d.options.pool.minJobs, 1)
   t.equal(d.options.pool.loadRecheckMs, 500)
   t.ok(d.options.pool.jobs >= 1, 'jobs defaults to the online CPUs')
+})
+
+t.test('pressure limits (PSI some avg10, %) and the cgroup they are read from', async (t) => {
+  const r = parseArgs(['--max-memory-pressure', '10', '--max-io-pressure=2.5', '--max-cpu-pressure', '0', '--pressure-cgroup', '/sys/fs/cgroup/unified/build'])!
+  t.match(r.options.pool, { maxMemoryPressure: 10, maxIoPressure: 2.5, maxCpuPressure: 0 })
+  t.equal(r.options.pressureDir, '/sys/fs/cgroup/unified/build')
+  const d = parseArgs([])!
+  t.match(d.options.pool, { maxCpuPressure: null, maxMemoryPressure: null, maxIoPressure: null }, 'no limits by default')
+  t.equal(d.options.pressureDir, undefined, 'read from /proc/pressure by default')
+  for (const bad of [['--max-memory-pressure', '101'], ['--max-cpu-pressure', '-1'], ['--max-io-pressure', 'high'], ['--pressure-cgroup', '']]) {
+    t.throws(() => parseArgs(bad), { code: 'ERR_STEVED_USAGE' }, bad.join(' '))
+  }
+  const missing = await steved('--transport', 'fuse', '--path', '/tmp/steved-never-mounted', '--pressure-cgroup', '/nonexistent-cgroup')
+  t.equal(missing.code, 2, 'a cgroup directory without pressure files is a usage error')
+  t.match(missing.stderr, /^steved: --pressure-cgroup: cannot read \/nonexistent-cgroup\/cpu\.pressure/)
+  t.equal(missing.stderr.trim().split('\n').length, 1, 'one line')
 })
 
 t.test('bad values are usage errors', async (t) => {

@@ -113,7 +113,7 @@ function expected(st: Status): Map<string, number> {
     [key('steved_start_time_seconds'), Date.parse(st.server.startedAt) / 1000],
     [key('steved_build_info', { version: st.server.version, transport: st.server.transport, path: st.server.path }), 1],
   ])
-  for (const reason of ['no-tokens', 'load', 'memory', 'per-process-limit', 'group-limit']) {
+  for (const reason of ['no-tokens', 'load', 'memory', 'pressure:cpu', 'pressure:memory', 'pressure:io', 'per-process-limit', 'group-limit']) {
     e.set(key('steved_waiters', { reason }), st.waiters.filter((w) => w.reason === reason).length)
   }
   for (const g of st.groups) {

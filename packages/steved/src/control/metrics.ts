@@ -15,7 +15,7 @@ export const TEXT_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
 export type MetricsFormat = 'openmetrics' | 'text'
 
 /** Every reason a waiter can have; each is always exported, so a rate or alert never sees a gap. */
-export const WAIT_REASONS = ['no-tokens', 'load', 'memory', 'per-process-limit', 'group-limit'] as const
+export const WAIT_REASONS = ['no-tokens', 'load', 'memory', 'pressure:cpu', 'pressure:memory', 'pressure:io', 'per-process-limit', 'group-limit'] as const
 
 type Kind = 'gauge' | 'counter' | 'info'
 
