@@ -1,5 +1,6 @@
 // Errors of the emerge shim: one class with a closed set of codes (tests assert codes, never
 // wording). System errors from syscalls stay Node's own (code 'ECONNREFUSED', ...).
+import { describeError as describeAnyError } from 'jobclient'
 
 /** The closed set of domain error codes. */
 export type ShimErrorCode =
@@ -27,10 +28,7 @@ export class ShimError extends Error {
   }
 }
 
-/** One line for an error: "message [CODE]". */
+/** One line for an error: "message [CODE]" (jobclient's describeError). */
 export function describeError(e: unknown): string {
-  const err = e as { code?: unknown; message?: unknown }
-  const code = typeof err?.code === 'string' ? err.code : 'ERR_UNKNOWN'
-  const message = typeof err?.message === 'string' ? err.message : String(e)
-  return `${message.replace(/\s*\n\s*/g, ' ')} [${code}]`
+  return describeAnyError(e, 'ERR_UNKNOWN')
 }

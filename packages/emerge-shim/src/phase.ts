@@ -7,7 +7,7 @@ import * as fs from 'node:fs'
 import * as net from 'node:net'
 import * as os from 'node:os'
 import * as readline from 'node:readline'
-import { fromEnv, loadNative, type Native } from 'jobclient'
+import { errnoName, fromEnv, loadNative, type Native } from 'jobclient'
 import { describeError, ShimError } from './errors'
 import { contextOf, detectPortage, makePlan, parseSettings, type Env, type Plan } from './plan'
 import type { ProcFs } from './procfs'
@@ -248,15 +248,11 @@ function joinGroup(io: ShimIo, path: string, plan: Plan, pid: number, first: boo
     } else if (r === -os.constants.errno.ENOTTY) {
       if (first) io.say('warn', `jobserver: JOBSERVER_MAX_JOBS is ignored: ${path} is not steved (per-package caps are steved's process groups)`)
     } else {
-      io.say('warn', `jobserver: JOBSERVER_MAX_JOBS is not applied: steved refused to put pid ${pid} into group ${plan.groupName} (${errnoName(-r)})`)
+      io.say('warn', `jobserver: JOBSERVER_MAX_JOBS is not applied: steved refused to put pid ${pid} into group ${plan.groupName} (${errnoName(r)})`)
     }
   } finally {
     c.close()
   }
-}
-
-function errnoName(errno: number): string {
-  return Object.entries(os.constants.errno).find(([, v]) => v === errno)?.[0] ?? String(errno)
 }
 
 /**

@@ -21,9 +21,10 @@
 import * as readline from 'node:readline'
 import type { Readable, Writable } from 'node:stream'
 import type { JobClient, Token } from './client'
-import { JobserverError } from './errors'
+import { JobserverError, errorParts } from './errors'
 import { makeflagsForChild } from './makeflags'
-import { describeError, openForCli } from './run'
+import { describeError } from './errors'
+import { openForCli } from './run'
 
 /** The protocol version in the `ready` line. */
 export const AGENT_PROTOCOL_VERSION = 1
@@ -43,10 +44,8 @@ export interface AgentIo {
 }
 
 function errorLine(e: unknown): string {
-  const err = e as { code?: unknown; message?: unknown }
-  const code = typeof err?.code === 'string' ? err.code : 'ERR_JOBSERVER_UNKNOWN'
-  const message = typeof err?.message === 'string' ? err.message : String(e)
-  return `err ${code} ${message.replace(/\s*\n\s*/g, ' ')}`
+  const { code, message } = errorParts(e)
+  return `err ${code} ${message}`
 }
 
 /** Serve the protocol until EOF or `quit`; resolves with the exit status. */

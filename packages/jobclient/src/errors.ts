@@ -73,6 +73,32 @@ export function systemError(negErrno: number, syscall: string, path?: string): S
   return e
 }
 
+/** The name of an errno value ('EPERM'), positive or negative; the number when it has none. */
+export function errnoName(errno: number): string {
+  try {
+    return util.getSystemErrorName(errno < 0 ? errno : -errno)
+  } catch {
+    return String(Math.abs(errno))
+  }
+}
+
+/**
+ * One line for any error, the way every tool of the project prints it: "message [CODE]", the
+ * message on one line, `fallback` when the error has no string code.
+ */
+export function describeError(e: unknown, fallback = 'ERR_JOBSERVER_UNKNOWN'): string {
+  const { code, message } = errorParts(e, fallback)
+  return `${message} [${code}]`
+}
+
+/** An error's code (or `fallback`) and its message on one line. */
+export function errorParts(e: unknown, fallback = 'ERR_JOBSERVER_UNKNOWN'): { code: string; message: string } {
+  const err = e as { code?: unknown; message?: unknown }
+  const code = typeof err?.code === 'string' ? err.code : fallback
+  const message = typeof err?.message === 'string' ? err.message : String(e)
+  return { code, message: message.replace(/\s*\n\s*/g, ' ') }
+}
+
 /** The error an aborted call rejects with, as Node's own APIs do (`code` 'ABORT_ERR'). */
 export function abortError(signal: AbortSignal): Error {
   const e = new Error('The operation was aborted', { cause: signal.reason }) as Error & { code: string }

@@ -30,6 +30,9 @@ export {
   describeProblem,
   accessGroup,
   withProblemWords,
+  describeError,
+  errorParts,
+  errnoName,
   type JobserverErrorCode,
   type SystemError,
   type JobserverProblem,
@@ -70,3 +73,4 @@ export {
   type GroupRequest,
 } from './steved'
 export { STATUS_SCHEMA, STATUS_VERSION, type Status } from './steved-status'
+export { parseStat, type ProcInfo } from './procfs'

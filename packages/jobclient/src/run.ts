@@ -10,6 +10,7 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 import * as util from 'node:util'
 import { DEFAULT_JOBSERVER_PATHS, JobClient, type Token } from './client'
+import { describeError } from './errors'
 import { makeflagsForChild, MAKEFLAGS_VARIABLES, type JobserverAuth } from './makeflags'
 
 const debug = util.debuglog('jobclient')
@@ -42,13 +43,7 @@ export function openForCli(env: NodeJS.ProcessEnv, jobserver: string | undefined
   return JobClient.fromEnv({ env, fallbackPaths: defaultPaths(env), implicitSlot, handleSignals })
 }
 
-/** One line for an error: "[CODE] message". */
-export function describeError(e: unknown): string {
-  const err = e as { code?: unknown; message?: unknown }
-  const code = typeof err?.code === 'string' ? err.code : 'ERR_JOBSERVER_UNKNOWN'
-  const message = typeof err?.message === 'string' ? err.message : String(e)
-  return `${message.replace(/\s*\n\s*/g, ' ')} [${code}]`
-}
+export { describeError } from './errors'
 
 const MAKE_NAME = /^g?make(-?\d[\d.]*)?$/
 const NINJA_NAME = /^(ninja|samu)$/

@@ -1,5 +1,5 @@
 // Domain errors of the daemon: a closed set of codes; the CLI maps them to exit codes.
-import * as util from 'node:util'
+import { errnoName } from 'jobclient'
 
 export type StevedErrorCode =
   | 'ERR_STEVED_USAGE' // bad command line or configuration (exit 2)
@@ -25,7 +25,7 @@ export class StevedError extends Error {
 
 /** A Node-shaped system error from a -errno result. */
 export function systemError(negErrno: number, syscall: string, path?: string): NodeJS.ErrnoException {
-  const code = util.getSystemErrorName(negErrno)
+  const code = errnoName(negErrno)
   const e: NodeJS.ErrnoException = new Error(`${syscall} ${code}${path ? ` ${path}` : ''}`)
   e.code = code
   e.errno = negErrno

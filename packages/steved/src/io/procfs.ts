@@ -2,6 +2,8 @@
 
 import * as fs from 'node:fs'
 
+import { parseStat } from 'jobclient'
+
 /**
  * FUSE requests carry the caller's thread id; tokens belong to its process (TGID).
  * Lookups are cached per thread id until the process exits (forget()). A thread's id is
@@ -83,9 +85,9 @@ export function ancestryOf(pid: number, procRoot = '/proc', max = 64): number[] 
   while (cur > 1 && chain.length < max) {
     chain.push(cur)
     try {
-      // The command name may contain spaces and parentheses: the ppid follows the last ')'.
-      const stat = fs.readFileSync(`${procRoot}/${cur}/stat`, 'latin1')
-      cur = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+      const stat = parseStat(fs.readFileSync(`${procRoot}/${cur}/stat`, 'latin1'))
+      if (stat === null) break
+      cur = stat.ppid
     } catch {
       break
     }
