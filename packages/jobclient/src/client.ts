@@ -119,6 +119,8 @@ export interface AcquireManyOptions extends AcquireOptions {
  * clients accept than a regular file), then steved's FUSE file.
  */
 export const DEFAULT_JOBSERVER_PATHS: readonly string[] = ['/dev/steve', '/run/steved/jobserver']
+/** The file steved's FUSE transport mounts over by default (the second default path). */
+export const DEFAULT_FUSE_PATH = DEFAULT_JOBSERVER_PATHS[1]
 
 // A caller waiting for a token. settle/fail are called at most once, synchronously.
 interface Waiter {

@@ -3,6 +3,7 @@ export {
   JobClient,
   withToken,
   DEFAULT_JOBSERVER_PATHS,
+  DEFAULT_FUSE_PATH,
   type Token,
   type ImplicitToken,
   type ExplicitToken,

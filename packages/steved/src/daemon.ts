@@ -57,7 +57,7 @@ export interface StartInfo {
   makeflags: string
 }
 
-export const DEFAULT_FUSE_PATH = '/run/steved/jobserver'
+export { DEFAULT_FUSE_PATH } from 'jobclient'
 /** open(2)'s O_PATH on Linux (x86-64 and arm64); Node's fs.constants lacks it. */
 const O_PATH = 0o10000000
 export const DEFAULT_DEV_NAME = 'steve'

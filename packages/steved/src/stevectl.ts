@@ -76,8 +76,8 @@ Commands:
   COMMAND [ARGS]    run COMMAND holding one token, with MAKEFLAGS pointing at the pool
 
 Options:
-  --device PATH     the jobserver (default: MAKEFLAGS' fifo: path, else /dev/steve, else
-                    /run/steved/jobserver)
+  --device PATH     the jobserver (default: MAKEFLAGS' fifo: path, else ${DEFAULT_JOBSERVER_PATHS[0]}, else
+                    ${DEFAULT_JOBSERVER_PATHS[1]})
   -h, --help        this help
   -t                the same as --get-tokens (stevie's short option)
   -V, --version     print the version
@@ -94,7 +94,7 @@ export function findDevice(explicit: string | undefined, env: NodeJS.ProcessEnv 
   if (mf?.auth?.style === 'fifo') return mf.auth.path
   for (const p of DEFAULT_JOBSERVER_PATHS) if (exists(p)) return p
   throw new CtlError(
-    'steved does not seem to be running: no /dev/steve, no /run/steved/jobserver, no fifo: jobserver in MAKEFLAGS ' +
+    `steved does not seem to be running: ${DEFAULT_JOBSERVER_PATHS.map((p) => `no ${p}`).join(', ')}, no fifo: jobserver in MAKEFLAGS ` +
       '(start it with "systemctl start steved" or "steved --help", or pass --device PATH)',
     1,
   )
