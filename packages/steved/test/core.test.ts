@@ -351,6 +351,19 @@ t.test('pressure: an unknown figure blocks nothing; 0 means no limit; a runtime 
   t.end()
 })
 
+t.test('samples are needed for token requests and while someone waits, not for other traffic of an idle pool', (t) => {
+  const s = new Sim({ jobs: 1, minJobs: 0, maxMemoryPressure: 10, loadRecheckMs: 500 }, t)
+  t.ok(s.pool.needsSample(0, 'read'), 'a read is decided on a fresh sample')
+  t.ok(s.pool.needsSample(0, 'poll'))
+  t.notOk(s.pool.needsSample(0, 'open'), 'an open with nobody waiting reads nothing')
+  t.notOk(s.pool.needsSample(0, 'exit'))
+  s.send({ kind: 'sample', load1: 0, memAvailMiB: 1000, pressure: { cpu: null, memory: 50, io: null } })
+  t.ok(s.pending(s.read(1, 1)), 'waits on memory pressure')
+  s.now = 600
+  t.ok(s.pool.needsSample(s.now, 'open'), 'while someone waits, any input may grant: a stale sample is refreshed')
+  t.end()
+})
+
 t.test('pressure and load: the first that is over its limit is the reason', (t) => {
   const s = new Sim({ jobs: 2, minJobs: 0, loadAverage: 1, maxCpuPressure: 10 }, t)
   s.send({ kind: 'sample', load1: 3, memAvailMiB: 1000, pressure: { cpu: 90, memory: 0, io: 0 } })

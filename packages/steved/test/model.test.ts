@@ -404,7 +404,7 @@ export class World {
 
   /** Feed one input to the pool (with a machine sample first when it needs one, as the server does). */
   feed(input: Step, timerFired = false): void {
-    if (input.kind !== 'sample' && this.pool.needsSample(this.now)) {
+    if (input.kind !== 'sample' && this.pool.needsSample(this.now, input.kind)) {
       const pressure = this.cfg.maxMemoryPressure ? { cpu: null, memory: this.machine.memPressure, io: null } : undefined
       this.feed({ kind: 'sample', load1: this.machine.load1, memAvailMiB: this.machine.memAvailMiB, pressure })
     }

@@ -141,9 +141,15 @@ export class Pool {
     return this.cfg.jobs - this.heldTotal - this.reservations.size
   }
 
-  /** True when admission depends on a load or memory sample older than the recheck period. */
-  needsSample(now: number): boolean {
+  /**
+   * True when admission depends on a load, memory or pressure sample older than the recheck
+   * period. With the input's `kind`: only a request for a token, or any input while someone
+   * waits, needs one; a control tool opening the file or an exit with nobody waiting reads
+   * nothing, so an idle pool costs nothing.
+   */
+  needsSample(now: number, kind?: Input['kind']): boolean {
     if (this.cfg.loadAverage === null && this.cfg.minMemoryAvailMiB === null && !wantsPressure(this.cfg)) return false
+    if (kind !== undefined && kind !== 'read' && kind !== 'poll' && this.queue.size === 0) return false
     return this.sample === null || now - this.sample.at >= this.cfg.loadRecheckMs
   }
 

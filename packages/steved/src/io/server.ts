@@ -194,7 +194,7 @@ export class TokenServer {
   /** Hand one input to the pool (with a fresh machine sample first if admission needs it). */
   feed(input: Input): void {
     if (this.closed) return
-    if (input.kind !== 'sample' && this.pool.needsSample(input.now)) {
+    if (input.kind !== 'sample' && this.pool.needsSample(input.now, input.kind)) {
       const s = this.sample()
       // Only the resources with a limit are read: the others cannot block anyone.
       const cfg = this.pool.config
