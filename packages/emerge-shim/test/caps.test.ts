@@ -8,7 +8,7 @@ import t from 'tap'
 import { maxOverlap, parseJobLog } from '../../../test/helpers/joblog'
 import { startSteved, tmpDir } from '../../../test/helpers/steved'
 import { holdersOf, makefile, processTag, waitForStatus, writeRecipe, type StatusDoc } from './helpers/emerge'
-import { makeBed, PORTAGE_VERSIONS } from './helpers/portage'
+import { finished, makeBed, PORTAGE_VERSIONS } from './helpers/portage'
 
 // Each real emerge takes 10-40 s on a shared 2-core machine; tap's default file limit is 300 s.
 t.setTimeout(900_000)
@@ -50,7 +50,7 @@ for (const version of PORTAGE_VERSIONS) {
     t.equal(group.limit, 2, "group limit 2: the holder's token (it pays for make's implicit slot) and one token make may read")
     t.ok(group.tokens <= 2, `the group holds ${group.tokens} token(s)`)
     fs.writeFileSync(go, '')
-    const done = await emerge.exited
+    const done = await finished(emerge)
     t.equal(done.code, 0, 'emerge finished', { output: done.stdout.slice(-3000) })
     t.ok(bed.installed('capped') && bed.installed('free'), 'both merged')
 
@@ -82,7 +82,7 @@ t.test('Portage 3.0.73: JOBSERVER_MAX_JOBS=1: one job at a time although the poo
   t.ok(seen.pool.free >= 2, `held back with ${seen.pool.free} tokens free`)
   t.equal(seen.groups[0]?.limit, 1, "limit 1: the job's own token, on which make runs its one job")
   fs.writeFileSync(go, '')
-  const done = await emerge.exited
+  const done = await finished(emerge)
   t.equal(done.code, 0, 'emerge finished', { output: done.stdout.slice(-3000) })
   t.equal(maxOverlap(parseJobLog(fs.readFileSync(log, 'utf8'))), 1, 'one recipe at a time')
 })
@@ -93,7 +93,7 @@ t.test('Portage 3.0.73: JOBSERVER_TOKENS=2: the job holds 2 tokens from setup to
   const tag = processTag(t)
   const job = { name: 'wide', env: { JOBSERVER_TOKENS: '2' }, makefile: 'all:\n\t@true\n' }
   const bed = makeBed({ version: '3.0.73', jobserver: steved, dir, tag, packages: [job], probe: true })
-  const done = await bed.emerge(t, ['app-misc/wide']).exited
+  const done = await finished(bed.emerge(t, ['app-misc/wide']))
   t.equal(done.code, 0, 'emerge finished', { output: done.stdout.slice(-3000) })
   const ps = bed.probes('wide')
   t.equal(ps.length, 6, 'a probe in every build phase (no test phase without FEATURES=test)')

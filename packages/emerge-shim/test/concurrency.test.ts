@@ -12,7 +12,7 @@ import t from 'tap'
 import { maxOverlap, parseJobLog } from '../../../test/helpers/joblog'
 import { startSteved, tmpDir } from '../../../test/helpers/steved'
 import { holdersOf, makefile, processTag, stevedStatus, waitForStatus, writeRecipe } from './helpers/emerge'
-import { ewarns, makeBed, PORTAGE_VERSIONS, type PackageSpec } from './helpers/portage'
+import { ewarns, finished, makeBed, type PackageSpec, PORTAGE_VERSIONS } from './helpers/portage'
 
 // Each real emerge takes 10-40 s on a shared 2-core machine; tap's default file limit is 300 s.
 t.setTimeout(900_000)
@@ -37,7 +37,7 @@ t.test('Portage 3.0.73 without the shim: 4 jobs under 2 tokens run 4 recipes at 
   // Every recipe waits until 4 have started: reachable only when all 4 makes run at once.
   const pkgs = packages(dir, 4, 2, 4)
   const bed = makeBed({ version: '3.0.73', jobserver: steved, dir, tag, packages: pkgs, shim: false })
-  const done = await bed.emerge(t, ['--jobs=4', ...pkgs.map((p) => `app-misc/${p.name}`)]).exited
+  const done = await finished(bed.emerge(t, ['--jobs=4', ...pkgs.map((p) => `app-misc/${p.name}`)]))
   t.equal(done.code, 0, 'emerge finished', { output: done.stdout.slice(-3000) })
   for (const p of pkgs) t.ok(bed.installed(p.name), `${p.name} merged`)
   const recipes = parseJobLog(fs.readFileSync(bed.jobsLog, 'utf8')).filter((j) => !j.name.startsWith('job-'))
@@ -61,7 +61,7 @@ for (const v of variants) {
     const pkgs = packages(dir, 5, 3, 2)
     const bed = makeBed({ version: v.version, jobserver: steved, dir, tag, packages: pkgs, featuresToken: v.featuresToken, probe: true })
     const emerge = bed.emerge(t, ['--jobs=8', ...pkgs.map((p) => `app-misc/${p.name}`)])
-    const done = await emerge.exited
+    const done = await finished(emerge)
     t.equal(done.code, 0, 'emerge finished', { output: done.stdout.slice(-3000) })
     for (const p of pkgs) t.ok(bed.installed(p.name), `${p.name} merged`)
 
@@ -120,7 +120,7 @@ t.test('Portage 3.0.73 with FEATURES=pid-sandbox: the token is taken afresh in e
   const tag = processTag(t)
   const pkgs = packages(dir, 3, 3, 2)
   const bed = makeBed({ version: '3.0.73', jobserver: steved, dir, tag, packages: pkgs, makeConf: ['FEATURES="${FEATURES} pid-sandbox"'] })
-  const done = await bed.emerge(t, ['--jobs=8', ...pkgs.map((p) => `app-misc/${p.name}`)]).exited
+  const done = await finished(bed.emerge(t, ['--jobs=8', ...pkgs.map((p) => `app-misc/${p.name}`)]))
   t.equal(done.code, 0, 'emerge finished', { output: done.stdout.slice(-3000) })
   for (const p of pkgs) t.ok(bed.installed(p.name), `${p.name} merged`)
   const recipes = parseJobLog(fs.readFileSync(bed.jobsLog, 'utf8')).filter((j) => !j.name.startsWith('job-'))

@@ -8,7 +8,7 @@ import t from 'tap'
 import { parseJobLog } from '../../../test/helpers/joblog'
 import { startSteved, tmpDir } from '../../../test/helpers/steved'
 import { alive, holdersOf, makefile, processTag, sleep, stevedStatus, tagged, waitForStatus, waitUntil, writeRecipe } from './helpers/emerge'
-import { makeBed, PORTAGE_VERSIONS } from './helpers/portage'
+import { finished, makeBed, PORTAGE_VERSIONS } from './helpers/portage'
 
 // Each real emerge takes 10-40 s on a shared 2-core machine; tap's default file limit is 300 s.
 t.setTimeout(900_000)
@@ -44,7 +44,7 @@ for (const version of PORTAGE_VERSIONS) {
 
       process.kill(emerge.pid, signal)
       if (signal === 'SIGKILL') {
-        await emerge.exited
+        await finished(emerge)
         await waitUntil(() => pkgs.every((p) => /ending: pid \d+ \(\S+\), which ran the phases, is gone/.test(bed.holderLog(p.name))), 'both holders to notice that emerge is gone', 60_000)
       } else {
         // emerge terminates its jobs, but a phase's ebuild.sh traps SIGTERM with `exit 1`, which
@@ -58,7 +58,7 @@ for (const version of PORTAGE_VERSIONS) {
       for (const p of pkgs) t.equal(holdersOf(during, `app-misc/${p.name}-1`)[0]?.tokens ?? 0, 1, `app-misc/${p.name}-1: the job still holds its token while its build runs`)
 
       fs.writeFileSync(go, '')
-      const exit = await emerge.exited
+      const exit = await finished(emerge)
       if (signal === 'SIGTERM') t.not(exit.code, 0, `emerge exited (${exit.code ?? exit.signal}) after the ${signal}`)
       const after = await waitForStatus(steved, (s) => s.holders.length === 0 && s.pool.free === 3, 'every token back', 120_000)
       t.same(makes.filter((m) => alive(m.pid)).map((m) => m.pid), [], 'no make outlived the tokens')

@@ -9,7 +9,7 @@ import t from 'tap'
 import { maxOverlap, parseJobLog } from '../../../test/helpers/joblog'
 import { startSteved, tmpDir } from '../../../test/helpers/steved'
 import { processTag, waitForStatus, writeRecipe } from './helpers/emerge'
-import { makeBed, PORTAGE_VERSIONS } from './helpers/portage'
+import { finished, makeBed, PORTAGE_VERSIONS } from './helpers/portage'
 
 // Each real emerge takes 10-40 s on a shared 2-core machine; tap's default file limit is 300 s.
 t.setTimeout(900_000)
@@ -29,7 +29,7 @@ for (const version of PORTAGE_VERSIONS) {
       `fail:\n\t@sh ${recipe} bad-fail ${log} / 0 - 0.1; exit 1\n`
     const good = `all: a b\n.PHONY: all a b\na b:\n\t@sh ${recipe} good-$@ ${log} / 0 - 0.2\n`
     const bed = makeBed({ version, jobserver: steved, dir, tag, packages: [{ name: 'bad', makefile: bad }, { name: 'good', makefile: good }] })
-    const done = await bed.emerge(t, ['--jobs=2', '--keep-going', 'app-misc/bad', 'app-misc/good']).exited
+    const done = await finished(bed.emerge(t, ['--jobs=2', '--keep-going', 'app-misc/bad', 'app-misc/good']))
     t.equal(done.code, 1, 'emerge reports the failure')
     t.notOk(bed.installed('bad'), 'bad was not merged')
     t.ok(bed.installed('good'), 'good was merged', { output: done.stdout.slice(-3000) })

@@ -14,8 +14,8 @@ function status(over: Partial<StevedStatus> = {}): StevedStatus {
     time: '2026-01-01T00:00:01Z',
     server: server('0.1.0', 'fuse', '/run/steved/jobserver'),
     pool: { jobs: 8, free: 0, held: 8, reserved: 0, waiting: 2 },
-    settings: { jobs: 8, minJobs: 1, loadAverage: 12, loadRecheckSeconds: 0.5, minMemoryAvailMiB: 2048, perProcessLimit: 4, reservationExpirySeconds: 1 },
-    lastSample: { load1: 15.5, memAvailMiB: 900, ageSeconds: 0 },
+    settings: { jobs: 8, minJobs: 1, loadAverage: 12, loadRecheckSeconds: 0.5, minMemoryAvailMiB: 2048, perProcessLimit: 4, reservationExpirySeconds: 1, maxCpuPressure: null, maxMemoryPressure: null, maxIoPressure: null },
+    lastSample: { load1: 15.5, memAvailMiB: 900, pressure: null, ageSeconds: 0 },
     holders: [
       { pid: 10, cmdline: 'make', tokens: 5, heldForSeconds: [] },
       { pid: 11, cmdline: 'cargo', tokens: 3, heldForSeconds: [] },

@@ -11,7 +11,7 @@ import * as path from 'node:path'
 import t from 'tap'
 import { startSteved, tmpDir } from '../../../test/helpers/steved'
 import { holdersOf, makefile, processTag, stevedStatus, waitForStatus, waitUntil, writeRecipe } from './helpers/emerge'
-import { makeBed, type PortageVersion } from './helpers/portage'
+import { finished, makeBed, type PortageVersion } from './helpers/portage'
 
 // Each real emerge takes 10-40 s on a shared 2-core machine; tap's default file limit is 300 s.
 t.setTimeout(900_000)
@@ -58,7 +58,7 @@ for (const { version, featuresToken, underMake } of variants) {
     }
     t.equal(st.pool.held, underMake ? 1 : 2, 'nothing else holds a token (the makes run on their implicit slots)')
     fs.writeFileSync(go, '')
-    const done = await emerge.exited
+    const done = await finished(emerge)
     t.equal(done.code, 0, 'emerge finished', { output: done.stdout.slice(-3000) })
     for (const p of pkgs) {
       const out = bed.buildLog(p.name)

@@ -10,7 +10,7 @@ import t, { type Test } from 'tap'
 import { FIONREAD, loadNative } from 'jobclient'
 import { tmpDir } from '../../../test/helpers/steved'
 import { processTag, waitUntil } from './helpers/emerge'
-import { ewarns, makeBed } from './helpers/portage'
+import { ewarns, finished, makeBed } from './helpers/portage'
 
 // Each real emerge takes 10-40 s on a shared 2-core machine; tap's default file limit is 300 s.
 t.setTimeout(900_000)
@@ -47,7 +47,7 @@ t.test('a plain FIFO jobserver: the job holds one of its tokens to the end; JOBS
   await waitUntil(() => fs.existsSync(path.join(dir, 'compiling')), 'compile', 120_000)
   t.equal(pool.count(), 1, 'one of the 2 tokens is out while the job compiles')
   fs.writeFileSync(go, '')
-  const done = await emerge.exited
+  const done = await finished(emerge)
   t.equal(done.code, 0, 'emerge finished', { output: done.stdout.slice(-3000) })
   t.ok(bed.installed('fifo'), 'merged')
   await waitUntil(() => /gave 1 token\(s\) back/.test(bed.holderLog('fifo')), 'the holder to give it back')
@@ -62,7 +62,7 @@ t.test('a pipe jobserver (R,W fds): one warning in the first phase, no holder, t
   const tag = processTag(t)
   const job = { name: 'pipe', makefile: 'all:\n' }
   const bed = makeBed({ version: '3.0.73', jobserver: { path: '/nonexistent' }, makeflags: '-l32 --jobserver-auth=3,4', dir, tag, packages: [job] })
-  const done = await bed.emerge(t, ['app-misc/pipe']).exited
+  const done = await finished(bed.emerge(t, ['app-misc/pipe']))
   t.equal(done.code, 0, 'emerge finished', { output: done.stdout.slice(-3000) })
   t.ok(bed.installed('pipe'), 'merged')
   const out = bed.buildLog('pipe')

@@ -14,7 +14,7 @@
 // teardown by processTag.
 import * as fs from 'node:fs'
 import * as path from 'node:path'
-import { start, type Started } from '../../../../test/helpers/proc'
+import { start, type Done, type Started } from '../../../../test/helpers/proc'
 import { ROOT, type RunningSteved } from '../../../../test/helpers/steved'
 import { HELPER_BIN, MAKE44, STEVECTL, writeUserBashrc, type StatusDoc } from './emerge'
 
@@ -229,6 +229,30 @@ export function makeBed(o: BedOptions): Bed {
     },
     makeopts: (name) => read(path.join(builddir(name), 'temp', 'makeopts')).trim(),
     installed: (name) => fs.existsSync(path.join(prefix, 'var', 'db', 'pkg', 'app-misc', `${name}-1`)),
+  }
+}
+
+/**
+ * Wait for emerge to exit; a deadlock guard, not a measurement. Once seen here (1 run in ~50):
+ * Portage 3.0.83 under heavy load waited for its lock-helper.py, which waited for emerge. After
+ * `ms` the emerge's process group is killed and the test fails saying so.
+ */
+export async function finished(emerge: Started, ms = 600_000): Promise<Done> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      try {
+        process.kill(-emerge.pid, 'SIGKILL')
+      } catch {
+        // already gone
+      }
+      reject(new Error(`emerge (pid ${emerge.pid}) did not finish within ${ms / 1000} s; output: ${emerge.output().slice(-2000)}`))
+    }, ms)
+  })
+  try {
+    return await Promise.race([emerge.exited, timeout])
+  } finally {
+    clearTimeout(timer)
   }
 }
 
