@@ -7,7 +7,7 @@ import * as path from 'node:path'
 import t from 'tap'
 
 import { run, start } from './helpers/proc'
-import { reportCounters, reportFree, startSteved, tmpDir, waitForReport } from './helpers/steved'
+import { startSteved, tmpDir, waitForStatus } from './helpers/steved'
 
 const CLIENT = path.join(__dirname, '..', 'packages', 'steved', 'test', 'clients', 'jsclient.py')
 
@@ -59,8 +59,8 @@ t.test('cargo builds a workspace taking tokens from steved, and returns them all
   })
   t.equal(r.code, 0, `cargo build succeeded: ${r.stderr}`)
   t.notMatch(r.stderr, /failed to connect to jobserver/, 'cargo accepted the FUSE file as its jobserver')
-  const rep = await waitForReport(s, (x) => reportFree(x).free === 3, 'all tokens back')
-  t.ok(reportCounters(rep).granted >= 1, `cargo took ${reportCounters(rep).granted} tokens from the pool`)
+  const rep = await waitForStatus(s, (x) => x.pool.free === 3, 'all tokens back')
+  t.ok(rep.counters.granted >= 1, `cargo took ${rep.counters.granted} tokens from the pool`)
 })
 
 t.test("cargo's helper thread parked in a blocking read is stopped by SIGUSR1 (EINTR) at the end", async (t) => {
@@ -80,8 +80,8 @@ t.test("cargo's helper thread parked in a blocking read is stopped by SIGUSR1 (E
     timeoutMs: 300000,
   })
   t.equal(r.code, 0, `cargo build finished: ${r.stderr}`)
-  const rep = await waitForReport(s, (x) => /waiters: none/.test(x), 'no waiter left behind')
-  t.ok(reportCounters(rep).interrupted >= 1, `steved answered ${reportCounters(rep).interrupted} interrupt(s) with EINTR`)
+  const rep = await waitForStatus(s, (x) => x.waiters.length === 0, 'no waiter left behind')
+  t.ok(rep.counters.interrupts >= 1, `steved answered ${rep.counters.interrupts} interrupt(s) with EINTR`)
   holder.child.kill('SIGKILL')
-  await waitForReport(s, (x) => reportFree(x).free === 1, 'the held token reclaimed')
+  await waitForStatus(s, (x) => x.pool.free === 1, 'the held token reclaimed')
 })

@@ -9,7 +9,7 @@ import * as path from 'node:path'
 import t from 'tap'
 
 import { run, start } from './helpers/proc'
-import { MAKE44, reportFree, startSteved, tmpDir, waitForReport, type RunningSteved } from './helpers/steved'
+import { MAKE44, startSteved, tmpDir, waitForStatus, type RunningSteved } from './helpers/steved'
 
 const DEATH = path.join(__dirname, 'clients', 'death.py')
 
@@ -34,7 +34,7 @@ t.test('steved SIGKILLed: parked reader ECONNABORTED, poller POLLERR, holder ENO
   const poller = start(t, 'python3', [DEATH, s.path, 'poll'])
   await blocker.waitFor(/^parking$/m)
   await poller.waitFor(/^polling$/m)
-  await waitForReport(s, (r) => /\bread\b.*no-tokens/.test(r) && /\bpoll\b.*no-tokens/.test(r), 'a parked reader and a poller')
+  await waitForStatus(s, (r) => r.waiters.some((w) => w.how === 'read' && w.reason === 'no-tokens') && r.waiters.some((w) => w.how === 'poll' && w.reason === 'no-tokens'), 'a parked reader and a poller')
 
   await killDaemon(s)
   const b = await blocker.exited
@@ -73,7 +73,7 @@ t.test('a restarted steved cleans the stale mount; a long-running client that re
   t.equal(make.code, 0, `make works against the restarted steved ${make.stderr}`)
   client.child.kill('SIGKILL')
   await client.exited
-  await waitForReport(second, (r) => reportFree(r).free === 2 && /holders: none/.test(r) && /waiters: none/.test(r), 'the new pool whole')
+  await waitForStatus(second, (r) => r.pool.free === 2 && r.holders.length === 0 && r.waiters.length === 0, 'the new pool whole')
 })
 
 t.test('make 4.4 when steved dies mid-build: "read jobs pipe" error, exit 2', async (t) => {
@@ -95,7 +95,7 @@ t.test('make 4.4 when steved dies mid-build: "read jobs pipe" error, exit 2', as
     }
   })
   // make holds both tokens (plus its implicit slot) and waits in pselect for a third.
-  await waitForReport(s, (r) => reportFree(r).free === 0 && /\bpoll\b/.test(r), 'make holding every token and polling for more')
+  await waitForStatus(s, (r) => r.pool.free === 0 && r.waiters.some((w) => w.how === 'poll'), 'make holding every token and polling for more')
   await killDaemon(s)
   const bounded = await within(make.exited, 30000)
   t.ok(bounded, 'make ended on its own')
@@ -133,7 +133,7 @@ t.test('cargo when steved dies mid-build: "failed to acquire jobserver token", e
     cwd: ws,
     env: { ...process.env, MAKEFLAGS: s.makeflags, CARGO_TARGET_DIR: path.join(dir, 'target') },
   })
-  await waitForReport(s, (r) => reportFree(r).free === 0 && /\bread\b.*cargo/.test(r), 'cargo holding every token with its helper parked in a read', 60000)
+  await waitForStatus(s, (r) => r.pool.free === 0 && r.waiters.some((w) => w.how === 'read' && /cargo/.test(w.cmdline)), 'cargo holding every token with its helper parked in a read', 60000)
   await killDaemon(s)
   const bounded = await within(build.exited, 60000)
   t.ok(bounded, 'cargo ended on its own')

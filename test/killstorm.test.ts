@@ -25,7 +25,8 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import t, { type Test } from 'tap'
 
-import { MAKE44, reportCounters, reportFree, startSteved, tmpDir, waitForReport, type RunningSteved } from './helpers/steved'
+import { MAKE44, startSteved, tmpDir, waitForStatus, type RunningSteved, poolWhole } from './helpers/steved'
+import type { Status } from 'jobclient'
 
 const STORM = path.join(__dirname, 'clients', 'storm.py')
 const JOBS = 8
@@ -250,12 +251,11 @@ async function heapSnapshot(pid: number, dir: string): Promise<{ data: number; c
   }
 }
 
-const whole = (r: string): boolean =>
-  reportFree(r).free === JOBS && /holders: none/.test(r) && /waiters: none/.test(r) && /reservations: none/.test(r)
+const whole = (r: Status): boolean => r.pool.jobs === JOBS && poolWhole(r)
 
-async function settle(t: Test, s: RunningSteved, storm: Storm, what: string): Promise<string> {
+async function settle(t: Test, s: RunningSteved, storm: Storm, what: string): Promise<Status> {
   await storm.end()
-  const r = await waitForReport(s, whole, `${what}: every token back, nobody waiting`, 20000)
+  const r = await waitForStatus(s, whole, `${what}: every token back, nobody waiting`, 20000)
   // steved closes a pidfd when it sees the exit; give the last ones a bounded moment.
   const until = Date.now() + 10000
   while (s.child.exitCode === null && Date.now() < until && (await pidfdsOpen(s.pid)) > 0) await new Promise((res) => setTimeout(res, 50))
@@ -303,7 +303,7 @@ t.test(`kill storm: ${STORM_SECONDS} s of random SIGKILL, SIGINT and SIGSTOP aga
   // RSS is read right after a heap snapshot both times: the snapshot itself grows it.
   const baseHeap = await liveHeap(s.pid, snaps)
   const base = { fds: fdCount(s.pid), rss: rssBytes(s.pid), heap: baseHeap }
-  const c0 = reportCounters(await s.report())
+  const c0 = (await s.status()).counters
   t.comment(`baseline: ${base.fds} fds, RSS ${mib(base.rss)} MiB, live heap ${mib(base.heap.data)} MiB data + ${mib(base.heap.code)} MiB code`)
 
   // The storm.
@@ -315,22 +315,22 @@ t.test(`kill storm: ${STORM_SECONDS} s of random SIGKILL, SIGINT and SIGSTOP aga
     peakFds = Math.max(peakFds, fdCount(s.pid))
     peakRss = Math.max(peakRss, rssBytes(s.pid))
   })
-  const during = await s.report()
-  t.ok(reportFree(during).free <= JOBS, 'never more free than jobs')
+  const during = await s.status()
+  t.ok(during.pool.free <= JOBS, 'never more free than jobs')
   const rep = await settle(t, s, storm, 'after the storm')
 
-  const c = reportCounters(rep)
+  const c = rep.counters
   const granted = c.granted - c0.granted
   const returned = c.returned - c0.returned
   const reclaimed = c.reclaimed - c0.reclaimed
   t.comment(`clients: ${storm.total} (${Object.entries(storm.started).map(([k, v]) => `${v} ${k}`).join(', ')}); ${storm.exitedOnTheirOwn} ended unharmed, the rest were killed`)
   t.comment(`kills: ${storm.kills.SIGKILL} SIGKILL, ${storm.kills.SIGINT} SIGINT, ${storm.kills.SIGSTOP} SIGSTOP+SIGCONT`)
-  t.comment(`tokens: ${granted} granted, ${returned} returned, ${reclaimed} reclaimed from dead processes; ${c.interrupted - c0.interrupted} reads interrupted`)
+  t.comment(`tokens: ${granted} granted, ${returned} returned, ${reclaimed} reclaimed from dead processes; ${c.interrupts - c0.interrupts} reads interrupted`)
   t.ok(storm.total >= (STORM_SECONDS >= 40 ? 200 : 5 * STORM_SECONDS), `${storm.total} client processes took part`)
   t.ok(storm.started.make >= 10, `${storm.started.make} real make 4.4 builds among them`)
   t.ok(reclaimed > 0, 'tokens were reclaimed from killed holders')
   t.equal(granted, returned + reclaimed, 'every token granted came back, by a write or a reclaim')
-  t.match(rep, /holders: none\nwaiters: none\nreservations: none/, 'the SIGUSR1 report is empty')
+  t.match(await s.report(), /holders: none\nwaiters: none\nreservations: none/, 'the SIGUSR1 report is empty')
 
   const afterHeap = await liveHeap(s.pid, snaps)
   const after = { fds: fdCount(s.pid), rss: rssBytes(s.pid), heap: afterHeap }

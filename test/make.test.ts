@@ -7,7 +7,7 @@ import t from 'tap'
 
 import { maxOverlap, parseJobLog } from './helpers/joblog'
 import { run, start } from './helpers/proc'
-import { MAKE44, reportCounters, reportFree, startSteved, tmpDir, waitForReport } from './helpers/steved'
+import { MAKE44, startSteved, tmpDir, waitForStatus } from './helpers/steved'
 
 /** A Makefile with `n` independent jobs, each sleeping `ms` and logging start/end. */
 function writeMakefile(dir: string, name: string, n: number, ms: number, log: string): string {
@@ -47,8 +47,8 @@ t.test('three concurrent makes under steved -j 3 never run more than 3 jobs plus
     const own = maxOverlap(jobs.filter((j) => j.name.startsWith(`${name}-`)))
     t.ok(own >= 2, `make ${name} ran up to ${own} jobs at once: it took tokens`)
   }
-  const rep = await waitForReport(s, (r) => reportFree(r).free === 3, 'all tokens back')
-  const c = reportCounters(rep)
+  const rep = await waitForStatus(s, (r) => r.pool.free === 3, 'all tokens back')
+  const c = rep.counters
   t.ok(c.granted >= 3, `steved granted ${c.granted} tokens`)
   t.equal(c.reclaimed, 0, 'make returned every token itself')
 })
@@ -59,11 +59,11 @@ t.test('a make killed mid-build leaks nothing: its tokens are reclaimed', async 
   const log = path.join(dir, 'jobs.log')
   const mk = writeMakefile(dir, 'k', 8, 5000, log)
   const make = start(t, MAKE44, ['-f', mk], { env: { ...process.env, MAKEFLAGS: s.makeflags }, cwd: dir, detached: true })
-  await waitForReport(s, (r) => reportFree(r).free === 0, 'make to take all tokens')
+  await waitForStatus(s, (r) => r.pool.free === 0, 'make to take all tokens')
   // Kill make and its recipes (make 4.4.1 does not return tokens on a fatal signal).
   process.kill(-make.pid, 'SIGKILL')
-  const rep = await waitForReport(s, (r) => reportFree(r).free === 4, 'tokens reclaimed')
-  t.ok(reportCounters(rep).reclaimed >= 4, 'reclaimed from the killed processes')
+  const rep = await waitForStatus(s, (r) => r.pool.free === 4, 'tokens reclaimed')
+  t.ok(rep.counters.reclaimed >= 4, 'reclaimed from the killed processes')
 })
 
 t.test("Debian's make 4.3 cannot use a fifo: jobserver (documented in the README)", async (t) => {

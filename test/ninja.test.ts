@@ -9,7 +9,7 @@ import t, { type Test } from 'tap'
 import { CMAKE, JOBCLIENT, JOBCLIENT_NINJA, MESON, NINJA, VENV_BIN, writeCcWrapper, writeCmakeProject, writeMakeProject, writeMesonProject } from './helpers/cbuild'
 import { maxOverlap, parseJobLog } from './helpers/joblog'
 import { run, start } from './helpers/proc'
-import { MAKE44, ROOT, reportFree, startSteved, tmpDir, waitForReport, type RunningSteved } from './helpers/steved'
+import { MAKE44, ROOT, startSteved, tmpDir, waitForStatus, type RunningSteved } from './helpers/steved'
 
 const STEVECTL = path.join(ROOT, 'packages', 'steved', 'bin', 'stevectl.js')
 
@@ -27,7 +27,7 @@ async function status(s: RunningSteved): Promise<Status> {
 
 /** Every token back: no holder, no reservation, the whole pool free (status JSON). */
 async function allBack(t: Test, s: RunningSteved, jobs: number): Promise<Status> {
-  await waitForReport(s, (r) => reportFree(r).free === jobs, 'every token back')
+  await waitForStatus(s, (r) => r.pool.free === jobs, 'every token back')
   const st = await status(s)
   t.equal(st.pool.free, jobs, `status: ${st.pool.free}/${jobs} free`)
   t.equal(st.pool.held, 0, 'status: nothing held')

@@ -11,7 +11,7 @@ import t from 'tap'
 import { JOBCLIENT, writeCcWrapper } from './helpers/cbuild'
 import { maxOverlap, parseJobLog } from './helpers/joblog'
 import { run } from './helpers/proc'
-import { ROOT, reportCounters, reportFree, startSteved, tmpDir, waitForReport } from './helpers/steved'
+import { ROOT, startSteved, tmpDir, waitForStatus } from './helpers/steved'
 
 const CRATE = path.join(ROOT, 'test', 'fixtures', 'cc-rs-crate')
 const VENDOR = path.join(CRATE, 'vendor')
@@ -75,6 +75,6 @@ t.test('cc-rs 1.0.88 refuses the FUSE file and escapes the pool; under jobclient
   const peak = maxOverlap(jobs)
   t.ok(peak <= JOBS + 1, `cc-rs ran at most ${peak} <= ${JOBS} token + 1 implicit slot`)
   t.ok(peak >= 2, `cc-rs ran ${peak} compiles at once: it took the token through the pipe`)
-  const rep = await waitForReport(s, (x) => reportFree(x).free === JOBS, 'every token back')
-  t.equal(reportCounters(rep).reclaimed, 0, 'the bridge returned every token itself')
+  const rep = await waitForStatus(s, (x) => x.pool.free === JOBS, 'every token back')
+  t.equal(rep.counters.reclaimed, 0, 'the bridge returned every token itself')
 })

@@ -6,8 +6,13 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 
+import type { Status } from 'jobclient'
+
+import { run } from './proc'
+
 export const ROOT = process.env.STEVED_ROOT ?? path.resolve(__dirname, '..', '..')
 export const STEVED_BIN = path.join(ROOT, 'packages', 'steved', 'bin', 'steved.js')
+export const STEVECTL_BIN = path.join(ROOT, 'packages', 'steved', 'bin', 'stevectl.js')
 /** GNU make 4.4.x from the project's venv (Debian's /usr/bin/make is 4.3). */
 export const MAKE44 = process.env.STEVED_MAKE44 ?? path.join(ROOT, '.venv', 'bin', 'make')
 
@@ -18,8 +23,14 @@ export interface RunningSteved {
   child: ChildProcess
   /** Everything steved wrote to stderr so far. */
   stderr(): string
-  /** Ask for the SIGUSR1 report and return it. */
+  /** Ask for the SIGUSR1 report and return it (for tests of the report itself). */
   report(): Promise<string>
+  /**
+   * The status document, as `stevectl status --json` prints it. Read by a short-lived stevectl:
+   * steved keeps watching any process that opened the jobserver, and the test's own process
+   * lives on (tests count steved's descriptors).
+   */
+  status(): Promise<Status>
   /** SIGTERM, wait, and check the mount is gone. Idempotent. */
   stop(): Promise<void>
 }
@@ -113,8 +124,30 @@ export async function startSteved(
       const chunk = err.slice(before)
       return chunk.slice(chunk.indexOf('steved status at'), chunk.indexOf('\n', chunk.indexOf('since start:')))
     },
+    async status(): Promise<Status> {
+      const r = await run(process.execPath, [STEVECTL_BIN, '--device', file, 'status', '--json'], { timeoutMs: 20000 })
+      if (r.code !== 0) throw new Error(`stevectl status --json failed (${r.code ?? r.signal}): ${r.stderr.trim()}`)
+      return JSON.parse(r.stdout) as Status
+    },
     stop,
   }
+}
+
+/** Poll the status document until `pred` holds (the daemon reacts asynchronously to exits). */
+export async function waitForStatus(s: RunningSteved, pred: (st: Status) => boolean, what: string, ms = 10000): Promise<Status> {
+  const until = Date.now() + ms
+  let st = await s.status()
+  while (!pred(st)) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}; last status:\n${JSON.stringify(st, null, 2)}`)
+    await new Promise((res) => setTimeout(res, 50))
+    st = await s.status()
+  }
+  return st
+}
+
+/** Nobody holds, waits or has a reservation, and every token is free. */
+export function poolWhole(st: Status): boolean {
+  return st.pool.free === st.pool.jobs && st.holders.length === 0 && st.waiters.length === 0 && st.reservations.length === 0
 }
 
 /** Counters from the last line of a SIGUSR1 report. */

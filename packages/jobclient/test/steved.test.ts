@@ -8,16 +8,16 @@ import t from 'tap'
 import { JobClient, type Token } from '../dist/client'
 import { maxOverlap, parseJobLog } from '../../../test/helpers/joblog'
 import { run, start } from '../../../test/helpers/proc'
-import { reportCounters, reportFree, startSteved, waitForReport, type RunningSteved } from '../../../test/helpers/steved'
+import { startSteved, waitForStatus, type RunningSteved } from '../../../test/helpers/steved'
 import { FIXTURES, JOBCLIENT_BIN, MAKE44, tmpDir } from './helpers/pool'
 
 const CLIENT = path.join(FIXTURES, 'client.js')
 const WORKER = path.join(FIXTURES, 'make-worker.js')
-const free = (s: RunningSteved, n: number) => waitForReport(s, (r) => reportFree(r).free === n, `${n} free tokens`)
+const free = (s: RunningSteved, n: number) => waitForStatus(s, (r) => r.pool.free === n, `${n} free tokens`)
 const idle = (s: RunningSteved, jobs: number) =>
-  waitForReport(
+  waitForStatus(
     s,
-    (r) => reportFree(r).free === jobs && /waiters: none/.test(r) && /reservations: none/.test(r),
+    (r) => r.pool.free === jobs && r.waiters.length === 0 && r.reservations.length === 0,
     'all tokens free, no waiter, no reservation',
   )
 
@@ -29,20 +29,20 @@ t.test('acquire and release through the FUSE file; a waiting acquire is woken by
   for (let i = 0; i < 3; i++) toks.push(await c.acquire())
   t.equal(c.polling, false, 'not polling while nobody waits')
   let rep = await free(s, 0)
-  t.match(rep, new RegExp(`pid ${process.pid}\\s+3 tokens`), 'steved sees this process holding 3')
+  t.equal(rep.holders.find((h) => h.pid === process.pid)?.tokens, 3, 'steved sees this process holding 3')
   const waiting = c.acquire()
   t.equal(c.polling, true)
-  await waitForReport(s, (r) => /waiters:\s*\n\s+pid \d+\s+poll/.test(r), 'our poll to queue in steved')
+  await waitForStatus(s, (r) => r.waiters.some((w) => w.how === 'poll'), 'our poll to queue in steved')
   toks[0].release()
   toks[0] = await waiting
   t.equal(c.polling, false)
   for (const x of toks) x.release()
   rep = await idle(s, 3)
-  const k = reportCounters(rep)
+  const k = rep.counters
   t.equal(k.granted, 4)
   t.equal(k.returned, 4, 'every token written back')
   t.equal(k.enospc, 0, 'never more than we held')
-  t.equal(k.interrupted, 0, 'never parked in a blocking read')
+  t.equal(k.interrupts, 0, 'never parked in a blocking read')
 })
 
 t.test('abort: the aborted poller takes nothing, and the next client gets the token', async (t) => {
@@ -54,7 +54,7 @@ t.test('abort: the aborted poller takes nothing, and the next client gets the to
   t.teardown(() => b.close())
   const ac = new AbortController()
   const p = b.acquire({ signal: ac.signal })
-  await waitForReport(s, (r) => /waiters:\s*\n\s+pid \d+\s+poll/.test(r), 'the poll to queue')
+  await waitForStatus(s, (r) => r.waiters.some((w) => w.how === 'poll'), 'the poll to queue')
   ac.abort()
   await t.rejects(p, { code: 'ABORT_ERR' })
   t.equal(b.polling, false)
@@ -80,8 +80,8 @@ t.test('signals arriving while waiting do not disturb the wait (and no read was 
   await w.waitFor(/^got \d+$/m)
   t.equal((await w.exited).code, 0)
   const rep = await idle(s, 1)
-  t.equal(reportCounters(rep).interrupted, 0, 'steved never had to interrupt a read of ours')
-  t.equal(reportCounters(rep).reclaimed, 0, 'the SIGTERMed holder gave its token back itself')
+  t.equal(rep.counters.interrupts, 0, 'steved never had to interrupt a read of ours')
+  t.equal(rep.counters.reclaimed, 0, 'the SIGTERMed holder gave its token back itself')
 })
 
 t.test('SIGKILL of a holder (library user, or agent) gives the tokens back', async (t) => {
@@ -92,7 +92,7 @@ t.test('SIGKILL of a holder (library user, or agent) gives the tokens back', asy
   await free(s, 1)
   lib.child.kill('SIGKILL')
   let rep = await free(s, 3)
-  t.ok(reportCounters(rep).reclaimed >= 2, 'steved reclaimed the two tokens')
+  t.ok(rep.counters.reclaimed >= 2, 'steved reclaimed the two tokens')
 
   const agent = start(t, process.execPath, [JOBCLIENT_BIN, 'agent'], { env, stdio: ['pipe', 'pipe', 'pipe'] })
   await agent.waitFor(/^ready 1$/m)
@@ -101,7 +101,7 @@ t.test('SIGKILL of a holder (library user, or agent) gives the tokens back', asy
   await free(s, 0)
   agent.child.kill('SIGKILL')
   rep = await idle(s, 3)
-  t.ok(reportCounters(rep).reclaimed >= 5, 'and the agent’s three')
+  t.ok(rep.counters.reclaimed >= 5, 'and the agent’s three')
 })
 
 t.test('a jobclient poller and a blocking reader sharing one token both make progress', async (t) => {
@@ -149,7 +149,7 @@ t.test('acquireMany: two processes each holding half of the pool and wanting 3 o
   await h.exited
   const b = start(t, process.execPath, [CLIENT, 'many', '3'], { env })
   await b.waitFor(/^waiting$/m)
-  await waitForReport(s, (r) => /pid \d+\s+2 tokens[\s\S]*pid \d+\s+2 tokens/.test(r), 'A and B to hold two each')
+  await waitForStatus(s, (r) => r.holders.filter((h) => h.tokens === 2).length >= 2, 'A and B to hold two each')
   process.kill(a.pid, 'SIGCONT')
   const [da, db] = await Promise.all([a.exited, b.exited])
   t.match(da.stdout, /got 3\ndone/, `A finished ${da.stderr}`)
@@ -174,5 +174,5 @@ t.test('`jobclient run make` draws from steved: our token is make’s implicit s
   t.equal(jobs.length, 7)
   t.equal(maxOverlap(jobs), 3, 'three at once: our token plus the two make took')
   const rep = await idle(s, 3)
-  t.equal(reportCounters(rep).reclaimed, 0, 'everything was returned, nothing had to be reclaimed')
+  t.equal(rep.counters.reclaimed, 0, 'everything was returned, nothing had to be reclaimed')
 })

@@ -10,7 +10,7 @@ import * as path from 'node:path'
 import t from 'tap'
 
 import { run } from '../../../test/helpers/proc'
-import { reportFree, startSteved, tmpDir, waitForReport } from '../../../test/helpers/steved'
+import { startSteved, tmpDir, waitForStatus } from '../../../test/helpers/steved'
 
 // Runs as the unprivileged user: open, read a token, return it; then try to change `jobs`
 // with STEVED_IOC_SET (docs/control.md: u32 key, u32 flags, f64 value).
@@ -74,5 +74,5 @@ t.test('--mode 0660 --group G: a user outside G cannot open the jobserver, a mem
 
   const root = await run('python3', ['-c', CLIENT, s.path], { timeoutMs: 20000 })
   t.match(root.stdout, /^set ok$/m, 'root may')
-  await waitForReport(s, (r) => reportFree(r).jobs === 7 && reportFree(r).free === 7, 'jobs changed by root only')
+  await waitForStatus(s, (r) => r.pool.jobs === 7 && r.pool.free === 7, 'jobs changed by root only')
 })

@@ -8,7 +8,7 @@ import * as path from 'node:path'
 import t, { type Test } from 'tap'
 
 import { run, start } from '../../../test/helpers/proc'
-import { reportCounters, reportFree, startSteved, waitForReport } from '../../../test/helpers/steved'
+import { startSteved, waitForStatus } from '../../../test/helpers/steved'
 
 const fdCount = (pid: number): number => fs.readdirSync(`/proc/${pid}/fd`).length
 
@@ -32,9 +32,9 @@ t.test('out of descriptors, live holders keep their tokens (pidfd_open EMFILE is
   const pids: number[] = []
   for (let i = 0; i < N; i++) pids.push(await holder(t, s.path))
   t.ok(N > limit - base, `${N} live holders, more than the ${limit - base} descriptors steved has left`)
-  let rep = await s.report()
-  t.equal(reportFree(rep).free, 0, 'every token is out, none came back')
-  t.equal(reportCounters(rep).reclaimed, 0, 'nothing was reclaimed from a live holder')
+  let rep = await s.status()
+  t.equal(rep.pool.free, 0, 'every token is out, none came back')
+  t.equal(rep.counters.reclaimed, 0, 'nothing was reclaimed from a live holder')
   t.match(s.stderr(), /warning: cannot watch pid \d+ with a pidfd \(EMFILE\)/, 'the shortage is logged')
   // One more reader must wait: the pool is not over-committed.
   const extra = spawn('bash', ['-c', 'exec 3<"$1"; read -r -N1 -u3 x && echo got', 'extra', s.path], { stdio: ['ignore', 'pipe', 'ignore'] })
@@ -45,11 +45,11 @@ t.test('out of descriptors, live holders keep their tokens (pidfd_open EMFILE is
   t.notOk(got, 'a further reader waits (all tokens are held by live processes)')
   // The holders exit: every token comes back, those watched by polling included.
   for (const p of pids) process.kill(p, 'SIGKILL')
-  await waitForReport(s, () => got, 'the waiting reader served', 20000)
+  await waitForStatus(s, () => got, 'the waiting reader served', 20000)
   t.ok(got, 'the waiting reader got a token once tokens came back')
   // It exits holding that token too: N + 1 reclaims, and the pool is whole.
-  rep = await waitForReport(s, (x) => reportFree(x).free === N, 'the pool whole again', 20000)
-  t.equal(reportCounters(rep).reclaimed, N + 1, 'each holder\'s token reclaimed exactly once')
+  rep = await waitForStatus(s, (x) => x.pool.free === N, 'the pool whole again', 20000)
+  t.equal(rep.counters.reclaimed, N + 1, 'each holder\'s token reclaimed exactly once')
 })
 
 t.test('early returns do not inflate the pool: 20 processes that never read each write a byte, then a reader on -j 4', async (t) => {
@@ -62,9 +62,9 @@ t.test('early returns do not inflate the pool: 20 processes that never read each
     t.equal(/^first (.*)$/m.exec(c.output())?.[1], '1', `writer ${i + 1}: its one early return is accepted`)
     writers.push(c)
   }
-  t.equal(reportFree(await s.report()).free, JOBS, 'the pool still has jobs tokens, not jobs + 20')
+  t.equal((await s.status()).pool.free, JOBS, 'the pool still has jobs tokens, not jobs + 20')
   const r = await run('python3', [path.join(__dirname, 'clients', 'jsclient.py'), s.path, 'drain-count'], { timeoutMs: 20000 })
   t.match(r.stdout, new RegExp(`^drained ${JOBS}$`, 'm'), `a reader takes ${JOBS} tokens, not ${JOBS + 20}`)
   for (const c of writers) c.child.kill('SIGKILL')
-  await waitForReport(s, (x) => reportFree(x).free === JOBS && /holders: none/.test(x), 'the pool whole')
+  await waitForStatus(s, (x) => x.pool.free === JOBS && x.holders.length === 0, 'the pool whole')
 })

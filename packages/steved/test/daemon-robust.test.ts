@@ -9,7 +9,7 @@ import * as path from 'node:path'
 import t, { type Test } from 'tap'
 
 import { run } from '../../../test/helpers/proc'
-import { STEVED_BIN, isMounted, requireFuseRoot, startSteved, tmpDir, waitForReport } from '../../../test/helpers/steved'
+import { STEVED_BIN, isMounted, requireFuseRoot, startSteved, tmpDir, waitForStatus } from '../../../test/helpers/steved'
 
 const CLIENTS = path.join(__dirname, 'clients')
 
@@ -100,12 +100,12 @@ t.test('-v logs what its help promises: start-up, process exits, reclaimed token
   t.teardown(() => h.kill('SIGKILL'))
   await new Promise<void>((r) => h.stdout!.once('data', () => r()))
   h.kill('SIGKILL')
-  await waitForReport(s, () => new RegExp(`^steved: pid ${h.pid} exited holding 1 token: reclaimed$`, 'm').test(s.stderr()), 'the reclaim line')
+  await waitForStatus(s, () => new RegExp(`^steved: pid ${h.pid} exited holding 1 token: reclaimed$`, 'm').test(s.stderr()), 'the reclaim line')
   t.pass('the reclaim is logged')
   // A client that gives its token back before exiting: its exit is logged without a reclaim.
   const c = await run('python3', [path.join(CLIENTS, 'jsclient.py'), s.path, 'bigread'], { timeoutMs: 20000 })
   t.match(c.stdout, /^len 1$/m)
-  await waitForReport(s, () => / exited$/m.test(s.stderr()), 'an exit line without a reclaim')
+  await waitForStatus(s, () => / exited$/m.test(s.stderr()), 'an exit line without a reclaim')
   t.pass('a plain exit is logged')
   const help = await run(process.execPath, [STEVED_BIN, '--help'])
   t.match(help.stdout.replace(/\s+/g, ' '), /-v, --verbose log start-up \(settings\), every client process exit and the tokens reclaimed from it/)

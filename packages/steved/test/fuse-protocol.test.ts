@@ -7,18 +7,19 @@ import * as path from 'node:path'
 import t from 'tap'
 
 import { run, start } from '../../../test/helpers/proc'
-import { isMounted, reportCounters, reportFree, startSteved, waitForReport } from '../../../test/helpers/steved'
+import { isMounted, startSteved, waitForReport, waitForStatus } from '../../../test/helpers/steved'
+import type { Status } from 'jobclient'
 
 const CLIENT = path.join(__dirname, 'clients', 'jsclient.py')
 const py = (p: string, ...args: string[]) => run('python3', [CLIENT, p, ...args], { timeoutMs: 30000 })
-const allFree = (jobs: number) => (r: string) => reportFree(r).free === jobs && /waiters: none/.test(r)
+const allFree = (jobs: number) => (r: Status) => r.pool.free === jobs && r.waiters.length === 0
 
 t.test('a read of any size returns exactly one byte, never EOF', async (t) => {
   const s = await startSteved(t, { jobs: 2 })
   const r = await py(s.path, 'bigread')
   t.equal(r.code, 0, r.stderr)
   t.match(r.stdout, /^len 1$/m)
-  await waitForReport(s, allFree(2), 'the token back')
+  await waitForStatus(s, allFree(2), 'the token back')
 })
 
 t.test('O_NONBLOCK set with fcntl after a blocking open is honoured per read (EAGAIN)', async (t) => {
@@ -26,8 +27,8 @@ t.test('O_NONBLOCK set with fcntl after a blocking open is honoured per read (EA
   const r = await py(s.path, 'fcntl-nonblock')
   t.equal(r.code, 0, r.stderr)
   t.match(r.stdout, /^drained 3 then EAGAIN$/m)
-  const rep = await waitForReport(s, allFree(3), 'tokens back')
-  t.ok(reportCounters(rep).eagain >= 1, 'steved counted the EAGAIN')
+  const rep = await waitForStatus(s, allFree(3), 'tokens back')
+  t.ok(rep.counters.eagain >= 1, 'steved counted the EAGAIN')
 })
 
 t.test('poll: no POLLIN on an empty pool; a returned token wakes a waiting poller', async (t) => {
@@ -38,7 +39,7 @@ t.test('poll: no POLLIN on an empty pool; a returned token wakes a waiting polle
   t.match(empty.stdout, /^revents \[\]$/m, 'poll(0) does not report POLLIN')
   const poller = start(t, 'python3', [CLIENT, s.path, 'poll-wait'])
   await poller.waitFor(/^polling$/m)
-  await waitForReport(s, (r) => /\bpoll\b.*no-tokens/.test(r), 'the poller to queue')
+  await waitForStatus(s, (r) => r.waiters.some((w) => w.how === 'poll' && w.reason === 'no-tokens'), 'the poller to queue')
   holder.child.kill('SIGKILL')
   await poller.waitFor(/^woke and read b'\+'$/m)
   t.pass('poller woke and read the reclaimed token')
@@ -50,11 +51,11 @@ t.test('a parked reader interrupted by a signal gets EINTR and the token is not 
   await holder.waitFor(/^held 1/m)
   const r = await py(s.path, 'interrupt', '0.3')
   t.match(r.stdout, /^EINTR$/m)
-  const rep = await s.report()
-  t.ok(reportCounters(rep).interrupted >= 1, 'steved answered the FUSE interrupt')
-  t.match(rep, /waiters: none/, 'the interrupted reader left the queue')
+  const rep = await s.status()
+  t.ok(rep.counters.interrupts >= 1, 'steved answered the FUSE interrupt')
+  t.same(rep.waiters, [], 'the interrupted reader left the queue')
   holder.child.kill('SIGKILL')
-  await waitForReport(s, allFree(1), 'the held token reclaimed')
+  await waitForStatus(s, allFree(1), 'the held token reclaimed')
 })
 
 t.test('SIGKILL of a holder, and of a parked reader, gives everything back', async (t) => {
@@ -63,13 +64,13 @@ t.test('SIGKILL of a holder, and of a parked reader, gives everything back', asy
   await holder.waitFor(/^held 3/m)
   const parked = start(t, 'python3', [CLIENT, s.path, 'block'])
   await parked.waitFor(/^parking/m)
-  await waitForReport(s, (r) => /\bread\b.*no-tokens/.test(r), 'the reader to park')
+  await waitForStatus(s, (r) => r.waiters.some((w) => w.how === 'read' && w.reason === 'no-tokens'), 'the reader to park')
   parked.child.kill('SIGKILL')
   const d = await parked.exited
   t.equal(d.signal, 'SIGKILL', 'the parked reader died (not stuck in D state)')
   holder.child.kill('SIGKILL')
-  const rep = await waitForReport(s, allFree(3), 'all tokens back')
-  t.equal(reportCounters(rep).reclaimed, 3, 'three tokens reclaimed from the killed holder')
+  const rep = await waitForStatus(s, allFree(3), 'all tokens back')
+  t.equal(rep.counters.reclaimed, 3, 'three tokens reclaimed from the killed holder')
 })
 
 t.test('tokens are per process: read on one fd, any byte value returned on another', async (t) => {
@@ -77,9 +78,9 @@ t.test('tokens are per process: read on one fd, any byte value returned on anoth
   const r = await py(s.path, 'two-fds')
   t.equal(r.code, 0, r.stderr)
   t.match(r.stdout, /^ok b'\+' b'\+'$/m)
-  const rep = await waitForReport(s, allFree(2), 'tokens back')
-  t.equal(reportCounters(rep).returned, 2, 'returned, not reclaimed')
-  t.equal(reportCounters(rep).reclaimed, 0)
+  const rep = await waitForStatus(s, allFree(2), 'tokens back')
+  t.equal(rep.counters.returned, 2, 'returned, not reclaimed')
+  t.equal(rep.counters.reclaimed, 0)
 })
 
 t.test('returning more than held is ENOSPC, except one early return', async (t) => {
@@ -89,7 +90,7 @@ t.test('returning more than held is ENOSPC, except one early return', async (t) 
   t.match(r.stdout, /^early return ok$/m)
   t.match(r.stdout, /^second early return ENOSPC$/m)
   t.match(r.stdout, /^over-return ENOSPC$/m)
-  await waitForReport(s, allFree(2), 'the pool back to 2 after the process exits')
+  await waitForStatus(s, allFree(2), 'the pool back to 2 after the process exits')
 })
 
 t.test('a token read by a thread belongs to its process (TGID)', async (t) => {
@@ -97,11 +98,10 @@ t.test('a token read by a thread belongs to its process (TGID)', async (t) => {
   const c = start(t, 'python3', [CLIENT, s.path, 'thread-hold'])
   const m = await c.waitFor(/^held (\d+) (\d+)$/m)
   t.not(m[1], m[2], 'the read came from another thread')
-  const rep = await s.report()
-  t.match(rep, new RegExp(`pid ${m[1]}  1 token `), 'the holder is the process id')
-  t.notMatch(rep, new RegExp(`pid ${m[2]} `), 'not the thread id')
+  const rep = await s.status()
+  t.same(rep.holders.map((h) => [h.pid, h.tokens]), [[Number(m[1]), 1]], 'the holder is the process id, not the thread id')
   c.child.kill('SIGKILL')
-  await waitForReport(s, allFree(2), 'reclaimed on exit')
+  await waitForStatus(s, allFree(2), 'reclaimed on exit')
 })
 
 t.test('blocking readers and a polling client sharing one token all make progress', async (t) => {
@@ -118,7 +118,7 @@ t.test('blocking readers and a polling client sharing one token all make progres
   t.ok(counts[0] >= 3, `first blocking reader acquired ${counts[0]} times`)
   t.ok(counts[1] >= 3, `second blocking reader acquired ${counts[1]} times`)
   t.ok(counts[2] >= 3, `polling client acquired ${counts[2]} times`)
-  await waitForReport(s, allFree(1), 'the token back')
+  await waitForStatus(s, allFree(1), 'the token back')
 })
 
 t.test('SIGUSR1 report names holders, waiters with reasons, and counters', async (t) => {

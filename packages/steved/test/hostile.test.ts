@@ -9,7 +9,8 @@ import * as path from 'node:path'
 import t, { type Test } from 'tap'
 
 import { run, start } from '../../../test/helpers/proc'
-import { reportCounters, reportFree, startSteved, waitForReport, type RunningSteved } from '../../../test/helpers/steved'
+import { startSteved, waitForStatus, type RunningSteved, poolWhole } from '../../../test/helpers/steved'
+import type { Status } from 'jobclient'
 
 const CLIENTS = path.join(__dirname, 'clients')
 const JOBS = 2
@@ -30,14 +31,13 @@ function answers(stdout: string): Map<string, string> {
   return m
 }
 
-const whole = (r: string): boolean =>
-  reportFree(r).free === JOBS && /holders: none/.test(r) && /waiters: none/.test(r) && /reservations: none/.test(r)
+const whole = (r: Status): boolean => r.pool.jobs === JOBS && poolWhole(r)
 
 /** A normal client still gets a token (exactly one byte) and gives it back; the pool is whole. */
-async function stillServes(t: Test, s: RunningSteved): Promise<string> {
+async function stillServes(t: Test, s: RunningSteved): Promise<Status> {
   const r = await run('python3', [path.join(CLIENTS, 'jsclient.py'), s.path, 'bigread'], { timeoutMs: 20000 })
   t.match(r.stdout, /^len 1$/m, 'a normal client still gets one token')
-  return waitForReport(s, whole, 'the pool whole again')
+  return waitForStatus(s, whole, 'the pool whole again')
 }
 
 const fdCount = (pid: number): number => fs.readdirSync(`/proc/${pid}/fd`).length
@@ -47,7 +47,7 @@ t.test('hostile and odd input', async (t) => {
   const baseFds = fdCount(s.pid)
 
   t.test('reads of size 0, 1 and 1 MiB, and a readv whose first buffer is empty', async (t) => {
-    const before = reportCounters(await s.report())
+    const before = (await s.status()).counters
     const a = await hostile(t, s, 'read-sizes')
     t.equal(a.get('read0'), '0', 'a zero-size read returns 0 bytes')
     t.equal(a.get('read1'), "b'+'", 'a 1-byte read gets one token byte')
@@ -55,30 +55,30 @@ t.test('hostile and odd input', async (t) => {
     t.equal(a.get('readv-0-4096'), "1 b'+\\x00'", 'readv fills one byte of the first non-empty buffer')
     t.equal(a.get('write2'), '2')
     t.equal(a.get('write0'), '0', 'a zero-size write returns 0')
-    const c = reportCounters(await stillServes(t, s))
+    const c = (await stillServes(t, s)).counters
     t.equal(c.granted - before.granted, 4, 'three reads and the readv took one token each, the empty read none')
   })
 
   t.test('a zero-size read never reaches steved and takes no token', async (t) => {
-    const before = reportCounters(await s.report())
+    const before = (await s.status()).counters
     const a = await hostile(t, s, 'zero-read')
     t.equal(a.get('read0'), '0')
     // steved -d logs every read request it receives, with the caller's pid.
     t.notMatch(s.stderr(), new RegExp(`read req=\\d+ fh=\\d+ tid=\\d+ pid=${a.get('pid')}\\b`), 'no READ request from that process')
-    const c = reportCounters(await stillServes(t, s))
+    const c = (await stillServes(t, s)).counters
     t.equal(c.granted - before.granted, 1, 'only the normal client was granted a token')
     t.match(s.stderr(), /read req=\d+ fh=\d+ tid=\d+ pid=\d+/, 'steved -d does log read requests (so the check above can fail)')
   })
 
   t.test('writes of many bytes: all or nothing, ENOSPC when more than held', async (t) => {
-    const before = reportCounters(await s.report())
+    const before = (await s.status()).counters
     const a = await hostile(t, s, 'writes')
     t.equal(a.get('write2-holding2'), '2', 'two tokens returned in one write')
     t.equal(a.get('write100-holding0'), 'ENOSPC')
     t.equal(a.get('write2-holding1'), 'ENOSPC', 'nothing is taken from an over-long write')
     t.equal(a.get('write1MiB-holding1'), 'ENOSPC', '1 MiB (split by the kernel at max_write) is refused at its first chunk')
     t.equal(a.get('write1-holding1'), '1', 'the token it still held returns (any byte value)')
-    const c = reportCounters(await stillServes(t, s))
+    const c = (await stillServes(t, s)).counters
     t.equal(c.enospc - before.enospc, 3)
     t.equal(c.reclaimed - before.reclaimed, 0, 'nothing left to reclaim: the client returned all it held')
   })
@@ -92,10 +92,10 @@ t.test('hostile and odd input', async (t) => {
     const a = answers(c.output())
     t.equal(a.get('first'), '1', 'the one early return is accepted')
     t.equal(a.get('second'), 'ENOSPC')
-    t.equal(reportFree(await s.report()).free, JOBS, 'it is in the pool: one out, one handed back')
+    t.equal((await s.status()).pool.free, JOBS, 'it is in the pool: one out, one handed back')
     c.child.kill('SIGKILL')
     await c.exited
-    await waitForReport(s, (r) => reportFree(r).free === JOBS - 1, 'the early return gone with its process')
+    await waitForStatus(s, (r) => r.pool.free === JOBS - 1, 'the early return gone with its process')
     h.child.kill('SIGKILL')
     await h.exited
     await stillServes(t, s)
@@ -103,18 +103,18 @@ t.test('hostile and odd input', async (t) => {
     const d = start(t, 'python3', [path.join(CLIENTS, 'hostile.py'), s.path, 'never-read', '60'])
     await d.waitFor(/^wrote$/m)
     t.equal(answers(d.output()).get('first'), '1', 'accepted on an idle pool too')
-    t.equal(reportFree(await s.report()).free, JOBS, 'but the pool does not grow past jobs')
+    t.equal((await s.status()).pool.free, JOBS, 'but the pool does not grow past jobs')
     d.child.kill('SIGKILL')
     await d.exited
     await stillServes(t, s)
   })
 
   t.test('a write on an O_RDONLY descriptor and a read on an O_WRONLY one: EBADF from the kernel', async (t) => {
-    const before = reportCounters(await s.report())
+    const before = (await s.status()).counters
     const a = await hostile(t, s, 'wrong-direction')
     t.equal(a.get('write-on-O_RDONLY'), 'EBADF')
     t.equal(a.get('read-on-O_WRONLY'), 'EBADF')
-    const c = reportCounters(await stillServes(t, s))
+    const c = (await stillServes(t, s)).counters
     t.equal(c.enospc, before.enospc, 'steved never saw the write')
     t.equal(c.granted - before.granted, 1, 'nor the read')
   })
@@ -154,12 +154,12 @@ t.test('hostile and odd input', async (t) => {
   })
 
   t.test('mmap: MAP_SHARED is refused, a private map of the empty file faults (SIGBUS)', async (t) => {
-    const before = reportCounters(await s.report())
+    const before = (await s.status()).counters
     const a = await hostile(t, s, 'mmap')
     t.equal(a.get('mmap-MAP_SHARED'), 'ENODEV', 'direct_io files cannot be shared-mapped')
     t.equal(a.get('mmap-MAP_PRIVATE'), 'mapped')
     t.equal(a.get('touch-private-page'), 'signal SIGBUS', 'the page lies beyond the end of a 0-byte file')
-    const c = reportCounters(await stillServes(t, s))
+    const c = (await stillServes(t, s)).counters
     t.equal(c.granted - before.granted, 1, 'no token went to a page fault')
   })
 
@@ -182,7 +182,7 @@ t.test('hostile and odd input', async (t) => {
   })
 
   t.test('a client opening the jobserver until EMFILE: others are served meanwhile, all released at its death', async (t) => {
-    const before = reportCounters(await s.report())
+    const before = (await s.status()).counters
     const c = start(t, 'python3', [path.join(CLIENTS, 'hostile.py'), s.path, 'emfile', '512', '60'])
     await c.waitFor(/^holding-fds$/m)
     const a = answers(c.output())
@@ -193,7 +193,7 @@ t.test('hostile and odd input', async (t) => {
     c.child.kill('SIGKILL')
     await c.exited
     const r = await stillServes(t, s)
-    t.equal(reportCounters(r).reclaimed, before.reclaimed, 'it held nothing at its death')
+    t.equal(r.counters.reclaimed, before.reclaimed, 'it held nothing at its death')
     await waitForFds(s.pid, baseFds)
     t.equal(fdCount(s.pid), baseFds, "steved's descriptors are back to where they were (client opens cost it none)")
   })
@@ -203,7 +203,7 @@ t.test('hostile and odd input', async (t) => {
     const m = await c.waitFor(/^pid (\d+)$/m)
     await c.waitFor(/^opened 3$/m)
     const r = await stillServes(t, s)
-    t.notMatch(r, new RegExp(`pid ${m[1]} `), 'not in the report')
+    t.notOk([...r.holders, ...r.waiters, ...r.reservations].some((x) => x.pid === Number(m[1])), 'not in the status')
     c.child.kill('SIGKILL')
     await c.exited
     await stillServes(t, s)
@@ -211,7 +211,7 @@ t.test('hostile and odd input', async (t) => {
 
   t.test('after all of it: nothing left over', async (t) => {
     const r = await stillServes(t, s)
-    t.match(r, /holders: none/)
+    t.same(r.holders, [])
     await waitForFds(s.pid, baseFds)
     t.equal(fdCount(s.pid), baseFds, 'no descriptor leaked in steved')
   })

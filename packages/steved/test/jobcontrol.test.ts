@@ -8,7 +8,7 @@ import * as path from 'node:path'
 import t, { type Test } from 'tap'
 
 import { start, type Started } from '../../../test/helpers/proc'
-import { MAKE44, reportCounters, reportFree, startSteved, tmpDir, waitForReport } from '../../../test/helpers/steved'
+import { MAKE44, startSteved, tmpDir, waitForStatus } from '../../../test/helpers/steved'
 
 const CLIENTS = path.join(__dirname, 'clients')
 const state = (pid: number): string => /^State:\s+(\S)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? '?'
@@ -44,11 +44,11 @@ t.test('a parked blocking reader stopped and continued: it stops at once, and it
   await h.waitFor(/^got$/m)
   const c = start(t, 'python3', [path.join(CLIENTS, 'rawread.py'), s.path, 'retry'])
   await c.waitFor(/^parked$/m)
-  await waitForReport(s, (r) => /waiters: \n {2}pid \d+ {2}read/.test(r), 'the read parked')
+  await waitForStatus(s, (r) => r.waiters.some((w) => w.how === 'read'), 'the read parked')
   t.ok(await stopAndContinue(c.pid), 'SIGSTOP stops the reader at once (Ctrl-Z works)')
   await c.waitFor(/^errno EINTR$/m)
   t.pass('after SIGCONT its read(2) returned EINTR (a FIFO restarts it; FUSE cannot: see docs/protocol.md)')
-  t.equal(reportCounters(await s.report()).interrupted, 1, 'steved answered the interrupt')
+  t.equal((await s.status()).counters.interrupts, 1, 'steved answered the interrupt')
   // A client that retries on EINTR (make, jobserver-rs, Python's os.read) reads on and is served.
   await c.waitFor(/^parked\nerrno EINTR\nparked$/m)
   h.child.kill('SIGKILL')
@@ -79,7 +79,7 @@ t.test('GNU make stopped and continued while it waits for a token finishes norma
   await h.waitFor(/^got$/m)
   const m = start(t, MAKE44, ['-C', dir], { env: { ...process.env, MAKEFLAGS: s.makeflags } })
   // make runs one recipe in its implicit slot and waits (in pselect: a poller) for a token.
-  await waitForReport(s, (r) => new RegExp(`waiters: \\n {2}pid ${m.pid} {2}(read|poll)`).test(r), 'make waiting for a token')
+  await waitForStatus(s, (r) => r.waiters.some((w) => w.pid === m.pid), 'make waiting for a token')
   t.ok(await stopAndContinue(m.pid), 'make stops at once')
   await new Promise((r) => setTimeout(r, 300))
   h.child.kill('SIGKILL')
@@ -98,9 +98,9 @@ t.test('a stopped holder keeps its tokens until it exits', async (t) => {
   const c = start(t, 'python3', [path.join(CLIENTS, 'rawread.py'), s.path])
   await c.waitFor(/^parked$/m)
   await new Promise((r) => setTimeout(r, 1500))
-  const r = await s.report()
-  t.match(r, new RegExp(`^  pid ${h.pid}  1 token `, 'm'), 'the stopped holder still holds its token')
-  t.equal(reportFree(r).free, 0)
+  const r = await s.status()
+  t.equal(r.holders.find((x) => x.pid === h.pid)?.tokens, 1, 'the stopped holder still holds its token')
+  t.equal(r.pool.free, 0)
   t.notMatch(c.output(), /got/, 'the waiter waits')
   process.kill(h.pid, 'SIGKILL')
   await c.waitFor(/^got$/m)

@@ -9,7 +9,7 @@ import * as path from 'node:path'
 import t from 'tap'
 
 import { ThreadMap } from '../src/io/procfs'
-import { reportCounters, reportFree, startSteved, tmpDir, waitForReport } from '../../../test/helpers/steved'
+import { startSteved, tmpDir, waitForStatus } from '../../../test/helpers/steved'
 
 /** Lay out /proc entries: `status` with its Tgid, and the task directory of the process. */
 function task(root: string, tgid: number, tid: number): void {
@@ -53,14 +53,14 @@ t.test('a reused thread id on a real mount: the new process is charged, and recl
   const child = Number(/^child (\d+)$/m.exec(out)![1])
   t.not(thread, main, 'the first token was read by a thread that is not the main one')
   t.equal(child, thread, 'the new process got the thread\'s id as its pid')
-  let r = await s.report()
-  t.match(r, new RegExp(`^  pid ${main}  1 token `, 'm'), 'the old process holds the token its thread read')
-  t.match(r, new RegExp(`^  pid ${child}  1 token `, 'm'), 'the new process holds its own token (before: both charged to the old one)')
+  let r = await s.status()
+  t.equal(r.holders.find((h) => h.pid === main)?.tokens, 1, 'the old process holds the token its thread read')
+  t.equal(r.holders.find((h) => h.pid === child)?.tokens, 1, 'the new process holds its own token (before: both charged to the old one)')
   c.stdin!.write('\n')
   while (!/^child-gone$/m.test(out)) await new Promise((res) => setTimeout(res, 20))
-  r = await waitForReport(s, (x) => reportFree(x).free === 3, 'the dead child\'s token back')
-  t.equal(reportCounters(r).reclaimed, 1, 'reclaimed from the new process at its death')
-  t.match(r, new RegExp(`^  pid ${main}  1 token `, 'm'), 'the old process still holds its own')
+  r = await waitForStatus(s, (x) => x.pool.free === 3, 'the dead child\'s token back')
+  t.equal(r.counters.reclaimed, 1, 'reclaimed from the new process at its death')
+  t.equal(r.holders.find((h) => h.pid === main)?.tokens, 1, 'the old process still holds its own')
   c.stdin!.write('\n')
-  await waitForReport(s, (x) => reportFree(x).free === 4, 'everything back after both exit')
+  await waitForStatus(s, (x) => x.pool.free === 4, 'everything back after both exit')
 })
