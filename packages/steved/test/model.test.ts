@@ -846,7 +846,7 @@ t.test('model: a crowd of 24 processes, tight caps, many capped waiters and earl
   const crowd = fc
     .tuple(fc.integer({ min: 1, max: 3 }), fc.constantFrom(1, 1, 2, null))
     .map(([jobs, perProcessLimit]) => ({ ...defaultConfig(jobs), perProcessLimit, reservationExpiryMs: 300 }))
-  const total = runProperty(t, 'crowd', { pid0: false, fork: false, pids: CROWD, groups: true }, crowd, 300)
+  const total = runProperty(t, 'crowd', { pid0: false, fork: false, pids: CROWD, groups: true }, crowd, 600)
   t.ok(total.maxCappedWaiters >= 10, `at some step ${total.maxCappedWaiters} capped waiters waited at once`)
   t.ok(total.earlyDropped > 0, `early returns beyond jobs free were dropped (${total.earlyDropped})`)
 })
