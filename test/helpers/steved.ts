@@ -150,28 +150,7 @@ export function poolWhole(st: Status): boolean {
   return st.pool.free === st.pool.jobs && st.holders.length === 0 && st.waiters.length === 0 && st.reservations.length === 0
 }
 
-/** Counters from the last line of a SIGUSR1 report. */
-export function reportCounters(report: string): Record<string, number> {
-  const line = report.split('\n').find((l) => l.startsWith('since start:')) ?? ''
-  const n = (re: RegExp): number => Number(re.exec(line)?.[1] ?? NaN)
-  return {
-    granted: n(/(\d+) granted/),
-    returned: n(/(\d+) returned/),
-    reclaimed: n(/(\d+) reclaimed/),
-    enospc: n(/(\d+) ENOSPC/),
-    interrupted: n(/(\d+) interrupted/),
-    eagain: n(/(\d+) EAGAIN/),
-  }
-}
-
-/** "N/M tokens free" from a report. */
-export function reportFree(report: string): { free: number; jobs: number } {
-  const m = /: (-?\d+)\/(\d+) tokens free/.exec(report)
-  if (!m) throw new Error(`not a report: ${report}`)
-  return { free: Number(m[1]), jobs: Number(m[2]) }
-}
-
-/** Poll a report until `pred` holds (the daemon reacts asynchronously to exits). */
+/** Poll the SIGUSR1 report until `pred` holds (for tests of the report itself; others use waitForStatus). */
 export async function waitForReport(s: RunningSteved, pred: (r: string) => boolean, what: string, ms = 10000): Promise<string> {
   const until = Date.now() + ms
   let r = await s.report()

@@ -10,7 +10,7 @@ import t from 'tap'
 import { configToArgv } from '../src/config'
 import { run, start } from '../../../test/helpers/proc'
 import { maxOverlap, parseJobLog } from '../../../test/helpers/joblog'
-import { MAKE44, startSteved, tmpDir, waitForReport, reportFree } from '../../../test/helpers/steved'
+import { MAKE44, startSteved, tmpDir, waitForStatus } from '../../../test/helpers/steved'
 
 const CTL = path.join(__dirname, '..', 'bin', 'stevectl.js')
 const CLIENT = path.join(__dirname, 'clients', 'jsclient.py')
@@ -68,7 +68,7 @@ t.test('raising jobs wakes waiters at once; lowering never takes tokens away', a
   await holder.waitFor(/^held 1/m)
   const waiter = start(t, 'python3', [CLIENT, s.path, 'block'])
   await waiter.waitFor(/^parking/m)
-  await waitForReport(s, (r) => /waiting .*no-tokens/.test(r), 'the waiter parked')
+  await waitForStatus(s, (r) => r.waiters.some((w) => w.reason === 'no-tokens'), 'the waiter parked')
   t.equal((await ctl(s.path, '--set-jobs', '2')).code, 0)
   await waiter.waitFor(/^got b'\+'$/m)
   t.pass('the parked reader got a token when the pool grew')
@@ -79,7 +79,7 @@ t.test('raising jobs wakes waiters at once; lowering never takes tokens away', a
   const third = start(t, 'python3', [CLIENT, s.path, 'block'])
   await third.waitFor(/^parking/m)
   holder.child.kill('SIGKILL')
-  await waitForReport(s, (x) => reportFree(x).free === 0 && /waiting .*no-tokens/.test(x), 'one token back, still none free')
+  await waitForStatus(s, (x) => x.pool.free === 0 && x.waiters.some((w) => w.reason === 'no-tokens'), 'one token back, still none free')
   t.notMatch(third.output(), /got/, 'nothing issued until under the new limit')
   waiter.child.kill('SIGKILL')
   await third.waitFor(/^got b'\+'$/m)
@@ -113,7 +113,7 @@ t.test('status --json matches the documented schema with holders, waiters and re
   await poller.waitFor(/revents \[\(\d+, 1\)\]/)
   const waiter = start(t, 'python3', [CLIENT, s.path, 'block'])
   await waiter.waitFor(/^parking/m)
-  await waitForReport(s, (r) => /because: no-tokens/.test(r), 'the waiter parked')
+  await waitForStatus(s, (r) => r.waiters.some((w) => w.reason === 'no-tokens'), 'the waiter parked')
   const r = await ctl(s.path, 'status', '--json')
   t.equal(r.code, 0, r.stderr)
   const st = JSON.parse(r.stdout)
@@ -151,8 +151,8 @@ t.test('stevectl CMD runs the command holding a token, with MAKEFLAGS at the poo
   const r = await run(process.execPath, [CTL, '--device', s.path, '--', 'sh', '-c', 'echo "$MAKEFLAGS"; exit 3'], { timeoutMs: 30000 })
   t.equal(r.code, 3, `exit status passed through: ${r.stderr}`)
   t.match(r.stdout, new RegExp(`--jobserver-auth=fifo:${s.path}`))
-  const rep = await waitForReport(s, (x) => reportFree(x).free === 1, 'the token back')
-  t.match(rep, /1 granted, 1 returned/, 'one token taken and given back')
+  const rep = await waitForStatus(s, (x) => x.pool.free === 1, 'the token back')
+  t.same([rep.counters.granted, rep.counters.returned], [1, 1], 'one token taken and given back')
 })
 
 t.test('top shows holders live in a terminal and quits on q', async (t) => {

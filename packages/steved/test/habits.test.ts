@@ -85,6 +85,6 @@ t.test('stevie is stevectl under steve\'s name: stevie --get-jobs, -t, stevie CM
   t.equal(cmd.code, 0, cmd.stderr)
   t.match(cmd.stdout, new RegExp(`--jobserver-auth=fifo:${s.path}`), 'stevie CMD runs CMD with the pool in MAKEFLAGS')
   t.match(cmd.stdout, /^jobclient$/m, 'holding the token in a process called jobclient')
-  const rep = await s.report()
-  t.match(rep, /1 granted, 1 returned/, 'one token taken and given back')
+  const rep = await s.status()
+  t.same([rep.counters.granted, rep.counters.returned], [1, 1], 'one token taken and given back')
 })

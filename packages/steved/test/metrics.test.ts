@@ -13,7 +13,7 @@ import t from 'tap'
 import { isLoopback, negotiate, parseListenAddress, renderMetrics } from '../src/control/metrics'
 import type { Status } from '../src/status'
 import { run, start } from '../../../test/helpers/proc'
-import { ROOT, STEVED_BIN, isMounted, startSteved, tmpDir, waitForReport } from '../../../test/helpers/steved'
+import { ROOT, STEVED_BIN, isMounted, startSteved, tmpDir, waitForStatus } from '../../../test/helpers/steved'
 
 const CTL = path.join(__dirname, '..', 'bin', 'stevectl.js')
 const CLIENT = path.join(__dirname, 'clients', 'jsclient.py')
@@ -136,7 +136,7 @@ t.test('a scrape of a live steved parses as OpenMetrics and as text 0.0.4, and m
   await other.waitFor(/^held 2/m)
   const waiter = start(t, 'python3', [CLIENT, s.path, 'block'])
   await waiter.waitFor(/^parking/m)
-  await waitForReport(s, (r) => /because: no-tokens/.test(r), 'the waiter parked')
+  await waitForStatus(s, (r) => r.waiters.some((w) => w.reason === 'no-tokens'), 'the waiter parked')
 
   const om = await get(url, { Accept: 'application/openmetrics-text; version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1' })
   const text = await get(url)
