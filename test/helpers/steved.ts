@@ -3,11 +3,11 @@
 
 import { spawn, type ChildProcess } from 'node:child_process'
 import * as fs from 'node:fs'
-import * as os from 'node:os'
 import * as path from 'node:path'
 
 import type { Status } from 'jobclient'
 
+import { tmpDir } from './common'
 import { run } from './proc'
 
 export const ROOT = process.env.STEVED_ROOT ?? path.resolve(__dirname, '..', '..')
@@ -51,11 +51,7 @@ export function isMounted(file: string): boolean {
     .some((l) => l.split(' ')[4] === file)
 }
 
-export function tmpDir(t: Teardown, prefix = 'steved-test-'): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  return dir
-}
+export { tmpDir }
 
 export async function startSteved(
   t: Teardown,

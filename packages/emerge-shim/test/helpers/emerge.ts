@@ -5,6 +5,7 @@
 // inherits it too) and is SIGKILLed at teardown, whatever happened.
 import * as fs from 'node:fs'
 import * as path from 'node:path'
+import { waitUntil as commonWaitUntil } from '../../../../test/helpers/common'
 import { run } from '../../../../test/helpers/proc'
 import { MAKE44, ROOT, type RunningSteved } from '../../../../test/helpers/steved'
 
@@ -73,14 +74,8 @@ export function processTag(t: Teardown): string {
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /** Wait until `pred` holds, or fail with `what` after `ms` (a deadlock guard, not a measurement). */
-export async function waitUntil<T>(pred: () => T | undefined | null | false, what: string, ms = 60_000): Promise<T> {
-  const until = Date.now() + ms
-  for (;;) {
-    const v = pred()
-    if (v) return v
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`)
-    await sleep(50)
-  }
+export function waitUntil<T>(pred: () => T | undefined | null | false, what: string, ms = 60_000): Promise<T> {
+  return commonWaitUntil(pred, what, ms, 50)
 }
 
 /** /etc/portage/bashrc as the README tells users to write it. */

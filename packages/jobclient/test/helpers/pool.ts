@@ -7,9 +7,9 @@
 // for ES5, where spreading or iterating a Set silently yields nothing.
 import { spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
-import * as os from 'node:os'
 import * as path from 'node:path'
 import { FIONREAD, loadNative } from '../../dist/native'
+import { tmpDir as commonTmpDir, waitUntil as commonWaitUntil } from '../../../../test/helpers/common'
 
 export const PKG = path.resolve(__dirname, '..', '..')
 export const ROOT = process.env.STEVED_ROOT ?? path.resolve(PKG, '..', '..')
@@ -25,11 +25,7 @@ interface Teardown {
 }
 
 /** A fresh directory, removed at teardown. */
-export function tmpDir(t: Teardown, prefix = 'jobclient-test-'): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  return dir
-}
+export const tmpDir = (t: Teardown, prefix = 'jobclient-test-'): string => commonTmpDir(t, prefix)
 
 export interface FifoPool {
   path: string
@@ -74,9 +70,5 @@ export function makePool(t: Teardown, tokens: string, dir = tmpDir(t)): FifoPool
 
 /** Wait until `cond` holds, checking every 10 ms; fail after `ms` (a hang guard, not a timing assertion). */
 export async function waitUntil(cond: () => boolean, what: string, ms = 20000): Promise<void> {
-  const until = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
+  await commonWaitUntil(cond, what, ms, 10)
 }
