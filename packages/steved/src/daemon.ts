@@ -322,7 +322,7 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
       stoppedResolve('shut down')
     },
     report(): string {
-      return formatReport(server.snapshot(), where, (pid) => cmdlineOf(pid))
+      return formatReport(status(), where)
     },
     status,
     reconfigure(next: DaemonOptions) {
