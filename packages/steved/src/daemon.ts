@@ -11,7 +11,7 @@ import { DEFAULT_PRESSURE_DIR, PressureReader, pressureDirProblem } from './io/p
 import { cmdlineOf } from './io/procfs'
 import { TokenServer } from './io/server'
 import { MNT_DETACH, loadAddon, type Addon } from './native'
-import { SETTINGS, configPatch } from './control/protocol'
+import { settingFromConfig, settingOfField } from './control/protocol'
 import { StatusSnapshots, controlHandler } from './control/server'
 import { formatReport } from './report'
 import { buildStatus, type ServerInfo, type Status } from './status'
@@ -334,7 +334,8 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
       for (const k of Object.keys(next.pool) as Array<keyof PoolConfig>) {
         if (next.pool[k] === cur[k]) continue
         if (next.pool[k] === fromFile[k]) {
-          kept.push({ name: settingName(k), value: settingValue(k, cur[k]), file: settingValue(k, next.pool[k]) })
+          const d = settingOfField(k)
+          kept.push({ name: d.name, value: settingFromConfig(d, cur), file: settingFromConfig(d, next.pool) })
           continue
         }
         ;(patch as Record<string, unknown>)[k] = next.pool[k]
@@ -352,22 +353,6 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
       return { restart, kept }
     },
   }
-}
-
-/** The option name of a pool setting, as stevectl and the file spell it. */
-function settingName(k: keyof PoolConfig): string {
-  return SETTINGS.find((d) => {
-    try {
-      return k in configPatch(d, 1)
-    } catch {
-      return false
-    }
-  })!.name
-}
-
-/** A pool setting in the unit of its option (seconds rather than ms). */
-function settingValue(k: keyof PoolConfig, v: number | null): number | null {
-  return v !== null && (k === 'loadRecheckMs' || k === 'reservationExpiryMs') ? v / 1000 : v
 }
 
 /**
