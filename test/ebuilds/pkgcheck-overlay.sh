@@ -166,6 +166,7 @@ stub net-libs/nodejs-22.12.0 0/22 +npm
 stub sys-apps/portage-3.0.83
 stub virtual/pkgconfig-3
 stub dev-build/make-4.4.1-r100
+stub dev-build/steve-0.1.2  # blocked by dev-build/steved (both install /usr/bin/stevie)
 stub dev-lang/python-3.12.8 3.12
 for p in pytest-8.3.4 pytest-xdist-3.6.1 pytest-jobserver-1.0.0; do stub "dev-python/$p" 0 python_targets_python3_12; done
 for p in acct-group/jobserver-0:556 acct-group/cuse-0:403; do

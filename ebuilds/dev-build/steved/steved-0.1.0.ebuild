@@ -46,6 +46,7 @@ else
 fi
 
 DEPEND="sys-fs/fuse:3="
+# steve's package installs /usr/bin/stevie too (and serves /dev/steve): one of the two.
 # The addons use N-API (version 8), which does not change with Node.js
 # releases: no slot operator. fuse-common gives /dev/cuse to the cuse group.
 RDEPEND="
@@ -55,6 +56,7 @@ RDEPEND="
 	>=net-libs/nodejs-20
 	>=sys-fs/fuse-common-3.10.4-r2
 	portage? ( sys-apps/portage )
+	!dev-build/steve
 "
 # node-gyp is the copy npm bundles; gyp needs Python.
 BDEPEND="
@@ -72,9 +74,10 @@ pkg_pretend() {
 
 	if linux_config_exists && ! linux_chkconfig_present CUSE; then
 		ewarn "Without CUSE, steved serves the jobserver as a FUSE-mounted regular file:"
-		ewarn '  MAKEFLAGS="--jobserver-auth=fifo:/run/steved/jobserver"'
-		ewarn "GNU make >= 4.4, cargo, Portage and pytest use it; upstream ninja accepts"
-		ewarn "only FIFOs and character devices, and builds without the pool."
+		ewarn '  MAKEFLAGS="-l32 --jobserver-auth=fifo:/run/steved/jobserver"'
+		ewarn "GNU make >= 4.4, cargo, Portage, pytest and Gentoo's patched dev-build/ninja"
+		ewarn "use it; an unpatched ninja (from pip, say) accepts only FIFOs: run it as"
+		ewarn "jobclient-ninja to keep it in the pool."
 		ewarn "Under systemd, steved mounts the file as user steved: add"
 		ewarn "'user_allow_other' to /etc/fuse.conf, or see steved.service for running it"
 		ewarn "as root with --user steved."
