@@ -146,7 +146,6 @@ const TABLE: Record<string, Entry> = {
     setup: "printf 'cmake_minimum_required(VERSION 3.20)\\nproject(r C)\\nadd_executable(r r.c)\\n' > CMakeLists.txt && printf 'int main(void) { return 0; }\\n' > r.c",
     timeoutMs: 180000,
   },
-  'NINJA=jobclient-ninja NINJAOPTS="-l32"': { skip: MAKECONF.replace('these lines', 'such lines') + ' (eninja reads NINJA)' },
   'coproc JC { jobclient agent; }\nread -r ready version <&"${JC[0]}"\necho acquire >&"${JC[1]}"; read -r status id <&"${JC[0]}"\ndo_the_work\necho "release $id" >&"${JC[1]}"; read -r status <&"${JC[0]}"\nexec {JC[1]}>&-; wait "$JC_PID"': {
     run: 'exit 0 under set -e, with a token acquired and released; do_the_work is the reader\'s own work',
     subst: [['do_the_work', 'do_the_work() { echo "working, token $id"; }; do_the_work']],
