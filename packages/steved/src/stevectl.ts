@@ -232,6 +232,12 @@ export function formatStatus(st: Status): string {
     `settings: jobs ${s.jobs}, min-jobs ${s.minJobs}, load-average ${fmt(s.loadAverage)}, load-recheck-timeout ${s.loadRecheckSeconds}s, ` +
       `min-memory-avail ${fmt(s.minMemoryAvailMiB)}, per-process-limit ${fmt(s.perProcessLimit)}, reservation-expiry ${s.reservationExpirySeconds}s`,
   )
+  // Only when a pressure limit is set: most pools have none, and their output stays as it was.
+  if (s.maxCpuPressure || s.maxMemoryPressure || s.maxIoPressure) {
+    const now = st.lastSample?.pressure
+    const item = (r: 'cpu' | 'memory' | 'io', limit: number | null) => `${r} ${limit ? `<= ${limit}%` : 'no limit'}${now && now[r] !== null ? ` (now ${now[r]}%)` : ''}`
+    out.push(`pressure (PSI some avg10): ${item('cpu', s.maxCpuPressure)}, ${item('memory', s.maxMemoryPressure)}, ${item('io', s.maxIoPressure)}`)
+  }
   const table = (head: string[], rows: string[][]): void => {
     const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)))
     const line = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(w[i]))).join('  ')
@@ -320,6 +326,7 @@ export function renderTop(st: Status, history: Map<number, number[]>, width: num
     `${p.reserved} reserved`,
     `${p.waiting} waiting`,
     ...(st.lastSample ? [`load ${st.lastSample.load1}`, `mem ${st.lastSample.memAvailMiB} MiB`] : []),
+    ...(['cpu', 'memory', 'io'] as const).flatMap((r) => (st.lastSample?.pressure?.[r] != null ? [`${r} pressure ${st.lastSample.pressure[r]}%`] : [])),
     `granted ${st.counters.granted}`,
     `reclaimed ${st.counters.reclaimed}`,
     `interrupted ${st.counters.interrupts}`,

@@ -162,6 +162,7 @@ t.test('memory pressure from a hog in a memory-limited cgroup stops grants; when
   t.equal(st.lastSample?.pressure?.cpu, null, 'resources without a limit are not read')
   const text = await ctl(s, 'status')
   t.match(text, /pressure:memory/, 'stevectl status names the reason')
+  t.match(text, /^pressure \(PSI some avg10\): cpu no limit, memory <= [\d.]+% \(now [\d.]+%\), io no limit$/m, 'and the limit with the figure it was held back on')
 
   // Several rechecks while the pressure stays high: still waiting.
   const stillHighUntil = Date.now() + 4 * RECHECK * 1000
