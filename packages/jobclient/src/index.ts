@@ -40,38 +40,6 @@ export {
 } from './errors'
 export { loadNative, UV_READABLE, FIONREAD, type Native, type NativePoller, type PollCallback } from './native'
 // steved's control plane (stevectl, the emerge shim and steved itself use this one copy).
-export {
-  ControlClient,
-  isNotSteved,
-  SETTINGS,
-  POOL_SETTINGS,
-  settingByName,
-  settingByKey,
-  validateSetting,
-  encodeSetting,
-  decodeSetting,
-  encodeGroup,
-  decodeGroup,
-  MAX_TOKENS,
-  MAX_TIMEOUT_SECONDS,
-  SETTING_SIZE,
-  STATUS_CHUNK_SIZE,
-  STATUS_HEADER,
-  STEVED_IOC_GET,
-  STEVED_IOC_SET,
-  STEVED_IOC_STATUS,
-  STEVED_IOC_GROUP,
-  GROUP_SIZE,
-  GROUP_NAME_MAX,
-  GROUP_OP_JOIN,
-  GROUP_OP_REMOVE,
-  FLAG_UNSET,
-  type ControlError,
-  type ControlRequest,
-  type SettingDef,
-  type SettingUnit,
-  type DaemonSetting,
-  type GroupRequest,
-} from './steved'
+export * from './steved'
 export { STATUS_SCHEMA, STATUS_VERSION, type Status } from './steved-status'
 export { parseStat, type ProcInfo } from './procfs'
