@@ -10,6 +10,7 @@ import platform
 import signal
 import statistics
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +36,8 @@ class Ctx:
         print(f"[bench] {msg}", flush=True)
 
 
-def is_mounted(path: str) -> bool:
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split(" ")[4] == path for line in f if line.strip())
+sys.path.insert(0, str(ROOT / "test" / "helpers"))
+from steved_helpers import is_mounted  # noqa: E402,F401  (the project's shared Python helpers)
 
 
 def register(ctx: Ctx, pid: int) -> None:

@@ -30,6 +30,10 @@ ROOT = Path(os.environ.get("STEVED_ROOT") or HERE.parents[2])
 PYTHON = sys.executable
 MARK_VAR = "PYTEST_BRIDGE_TEST_MARK"
 
+sys.path.insert(0, str(ROOT / "test" / "helpers"))
+import steved_helpers  # noqa: E402  (the project's shared Python helpers)
+from steved_helpers import is_mounted  # noqa: E402
+
 # The inner suites are run by the tests, not collected here.
 collect_ignore = ["inner"]
 
@@ -67,11 +71,6 @@ def make44() -> str:
     raise RuntimeError("no GNU make >= 4.4 (run scripts/setup.sh)")
 
 
-def is_mounted(path: Path) -> bool:
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split(" ")[4] == str(path) for line in f if line.strip())
-
-
 @dataclass
 class Steved:
     path: Path
@@ -81,12 +80,7 @@ class Steved:
     stderr_file: Path
 
     def status(self) -> dict:
-        out = subprocess.run(
-            STEVECTL + ["--device", str(self.path), "status", "--json"], capture_output=True, text=True, timeout=60
-        )
-        if out.returncode != 0:
-            raise RuntimeError(f"stevectl status failed ({out.returncode}): {out.stderr}")
-        return json.loads(out.stdout)
+        return steved_helpers.status(self.path, STEVECTL)
 
     def settled(self, timeout: float = 30.0) -> dict:
         """The status once no token is held (holders give back asynchronously after they exit)."""
@@ -102,16 +96,7 @@ class Steved:
         if died is not None:
             # Stopped by the test itself, or died: its last words are in the failure report.
             print(f"steved on {self.path} had exited with {died}; its stderr:\n{self.stderr_file.read_text(errors='replace')[-4000:]}")
-        if self.proc.poll() is None:
-            try:
-                self.proc.send_signal(signal.SIGCONT)
-                self.proc.terminate()
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if is_mounted(self.path):
-            subprocess.run(["umount", "-l", str(self.path)], check=False)
+        steved_helpers.stop(self.proc, self.path)
         assert not is_mounted(self.path), f"{self.path} is still mounted"
 
 
