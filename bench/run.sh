@@ -10,6 +10,10 @@
 #                                      sections not run keep what partial/ has, else the
 #                                      committed results
 #   npm run bench -- ninja             only when named: released ninja via jobclient fifo, per K
+#   npm run bench -- [--quick] realbuilds  only when named: 4 real C++ builds at once (LevelDB),
+#                                      -jN / -jN -lN / FIFO / steved / steved + memory pressure,
+#                                      with and without a memory-limited cgroup v1 (20-60 min; 1
+#                                      repetition instead of 3 with --quick)
 # Only a full run without --quick writes the tracked bench/results/ and README.md, and only
 # once every section has finished (it measures into partial/ first).
 # Does all set-up first (scripts/setup.sh), builds the C parts with gcc and pkg-config fuse3.
@@ -24,8 +28,8 @@ SECTIONS=()
 for a in "$@"; do
   case "$a" in
     --quick) QUICK=--quick ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    transport|scheduling|reclaim|scale|report|ninja) SECTIONS+=("$a") ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    transport|scheduling|reclaim|scale|report|ninja|realbuilds) SECTIONS+=("$a") ;;
     *) echo "bench: unknown argument '$a' (see bash bench/run.sh --help)" >&2; exit 2 ;;
   esac
 done

@@ -3,7 +3,9 @@
 SECTION: transport, scheduling, reclaim, scale, report (default: all, in that order). The
 report step reads the JSON files in --out, draws the plots and writes summary.md. ninja (released
 ninja through `jobclient fifo`, bench/py/ninja.py) runs only when named; it writes ninja.json
-and ninja.md.
+and ninja.md. realbuilds (concurrent real C++ builds under -jN, -jN -lN, a FIFO, steved and steved
+with pressure admission, with and without a memory limit, bench/py/realbuilds.py) also runs only
+when named; it writes realbuilds.json, realbuilds.md and realbuilds.png.
 """
 
 import argparse
@@ -17,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 SECTIONS = ("transport", "scheduling", "reclaim", "scale", "report")
-ON_REQUEST = ("ninja",)
+ON_REQUEST = ("ninja", "realbuilds")
 
 
 def main() -> int:
@@ -49,6 +51,8 @@ def main() -> int:
             import scale as m
         elif s == "ninja":
             import ninja as m
+        elif s == "realbuilds":
+            import realbuilds as m
         else:
             import report as m
         if s == "report":
