@@ -186,11 +186,11 @@ class _Probe:
         path = self.path
         if self.code == "ERR_AGENT_NOT_FOUND":
             return self.detail, "install it: " + JOBCLIENT_INSTALL
-        if self.code in ("ENOTCONN", "ECONNABORTED"):
-            return (
-                f"{path or 'the jobserver'} (from {src}) is a dead FUSE mount: its server (steved) crashed",
-                "restart steved (it clears the dead mount)",
-            )
+        problem = problem_of(self.code)
+        # A stopped steved's 0-byte file gets its own, more precise words below.
+        if problem is not None and path and not (problem == "not-a-jobserver" and _empty_regular_file(path)):
+            what, todo = problem_words(problem, path, _access_group(path) if problem == "permission" else None)
+            return f"{what} (from {src})", todo
         if self.code == "ETIMEDOUT":
             return (
                 f"opening {path or 'the jobserver'} (from {src}) hangs: its server is stopped or stuck",
@@ -202,9 +202,69 @@ class _Probe:
                 "is not running",
                 "start steved",
             )
-        if self.code == "ENOENT":
-            return f"{path or 'the jobserver'} (from {src}) does not exist", f"start steved, or fix {src}"
         return f"{src}: {self.detail}", f"fix {src}"
+
+
+# The words for the four ways a jobserver path can fail, the same as jobclient's (its
+# src/errors.ts, problemWords), so a user meets one sentence whichever tool tripped over the
+# condition; test/problem-words.test.ts holds both to one table.
+_PROBLEMS = {
+    "ENOTCONN": "dead-mount",
+    "ECONNABORTED": "dead-mount",
+    "ENOENT": "missing",
+    "ERR_JOBSERVER_NOT_FIFO": "not-a-jobserver",
+    "EACCES": "permission",
+    "EPERM": "permission",
+}
+
+
+def problem_of(code: str) -> Optional[str]:
+    """Which problem an error code means ("dead-mount", "missing", "not-a-jobserver",
+    "permission"), or None."""
+    return _PROBLEMS.get(code)
+
+
+def problem_words(problem: str, path: str, group: Optional[str] = None) -> tuple[str, str]:
+    """(what is wrong, what to do) for `path`. `group`: for "permission", the group the file is
+    served to, or None when only root may use it."""
+    if problem == "dead-mount":
+        return f"{path} is a dead steved mount (steved stopped or crashed)", "start steved again; it clears the dead mount"
+    if problem == "missing":
+        return f"{path} does not exist", "start steved, or use the path it serves"
+    if problem == "not-a-jobserver":
+        return (
+            f"{path} is not a jobserver (not a FIFO, a character device or a file steved serves)",
+            "start steved, or use the path it serves",
+        )
+    if problem == "permission":
+        if group is not None:
+            return (
+                f"permission denied on {path}",
+                f"join group {group}, which steved serves it to (as root: usermod -aG {group} USER), then log in again",
+            )
+        return (
+            f"permission denied on {path}",
+            "steved serves it to root only: as root, create group jobserver (groupadd jobserver), add yourself "
+            "(usermod -aG jobserver USER) and restart steved, or start it with --mode 0666",
+        )
+    raise ValueError(f"unknown jobserver problem {problem!r}")
+
+
+def _access_group(path: str) -> Optional[str]:
+    """The group a jobserver file is served to (its group, when the mode gives that group read and
+    write and it is not root's), by name; None when only root may use it or it cannot be seen."""
+    import grp
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if st.st_mode & 0o060 != 0o060 or st.st_gid == 0:
+        return None
+    try:
+        return grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        return str(st.st_gid)
 
 
 #: How to get the `jobclient` command the plugin runs (the warning says it; so does the README).
