@@ -1,45 +1,27 @@
-// createDaemon(): set up the transport (FUSE file or CUSE device), serve the pool, and tear
-// everything down once. No side effects at import time; bin/steved.js owns the process.
+// createDaemon(): wire the pieces (the transport from io/transport.ts, the TokenServer that
+// starts it, the control plane, the status) and tear everything down once. It mounts nothing
+// itself. No side effects at import time; bin/steved.js owns the process.
 
-import { execFileSync, spawn } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import * as fs from 'node:fs'
-import * as path from 'node:path'
 
 import type { PoolConfig } from './core'
 import { StevedError } from './errors'
 import { DEFAULT_PRESSURE_DIR, PressureReader, pressureDirProblem } from './io/pressure'
 import { cmdlineOf } from './io/procfs'
 import { TokenServer } from './io/server'
-import { MNT_DETACH, loadAddon, type Addon } from './native'
+import { cuseDevice, fuseFile, pickTransport, type Endpoint, type StartInfo } from './io/transport'
+import { loadAddon, type Addon } from './native'
 import { settingFromConfig, settingOfField } from './control/protocol'
 import { StatusSnapshots, controlHandler } from './control/server'
 import { formatReport } from './report'
 import { buildStatus, type ServerInfo, type Status } from './status'
 import { VERSION } from './version'
 
-export type Transport = 'auto' | 'fuse' | 'cuse'
+import type { DaemonOptions } from './options'
 
-export interface DaemonOptions {
-  pool: PoolConfig
-  transport: Transport
-  /** The FUSE file (fuse transport). */
-  path: string
-  /** The CUSE device name, /dev/<devName> (cuse transport). */
-  devName: string
-  /** Permission bits of the file or device. */
-  mode: number
-  /** Group owning the file or device (name or number); null: root's. */
-  group: string | null
-  /** Drop to this user once the file or device is set up. */
-  user: string | null
-  /** Group whose members may change settings at runtime (besides root). */
-  adminGroup: string | null
-  /**
-   * Where pressure (PSI) is read: /proc/pressure (the machine; the default) or a cgroup v2
-   * directory, whose cpu.pressure, memory.pressure and io.pressure are read.
-   */
-  pressureDir?: string
-}
+export { DEFAULT_DEV_NAME, DEFAULT_FUSE_PATH, type DaemonOptions, type Transport } from './options'
+export { makeParents, mountPoints, pickTransport, type StartInfo } from './io/transport'
 
 export interface DaemonDeps {
   addon?: Addon
@@ -49,18 +31,6 @@ export interface DaemonDeps {
   mountinfo?: string
   readyTimeoutMs?: number
 }
-
-export interface StartInfo {
-  transport: 'fuse' | 'cuse'
-  /** The path clients open. */
-  path: string
-  makeflags: string
-}
-
-export { DEFAULT_FUSE_PATH } from 'jobclient'
-/** open(2)'s O_PATH on Linux (x86-64 and arm64); Node's fs.constants lacks it. */
-const O_PATH = 0o10000000
-export const DEFAULT_DEV_NAME = 'steve'
 
 export interface Daemon {
   start(): Promise<StartInfo>
@@ -78,22 +48,6 @@ export interface Daemon {
   reconfigure(next: DaemonOptions): { restart: string[]; kept: Array<{ name: string; value: number | null; file: number | null }> }
   /** Resolves with a reason when serving stopped on its own (the mount went away). */
   readonly stopped: Promise<string>
-}
-
-/** Decide the transport for `auto`: CUSE where the kernel offers it, else a FUSE file. */
-export function pickTransport(t: Transport, devDir = '/dev'): 'fuse' | 'cuse' {
-  if (t !== 'auto') return t
-  return fs.existsSync(path.join(devDir, 'cuse')) ? 'cuse' : 'fuse'
-}
-
-/** Mount points listed in a mountinfo file (field 5, with octal escapes undone). */
-export function mountPoints(mountinfo: string): Set<string> {
-  const out = new Set<string>()
-  for (const line of mountinfo.split('\n')) {
-    const f = line.split(' ')
-    if (f.length > 4) out.add(f[4].replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))))
-  }
-  return out
 }
 
 function resolveId(flag: '-u' | '-g', name: string, what: string): number {
@@ -132,7 +86,10 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
   }
   const pressure = new PressureReader(opts.pressureDir ?? DEFAULT_PRESSURE_DIR, (m) => log('warn', m))
   const server = new TokenServer(opts.pool, { addon, log: (l, m) => log(l, m), pressure: (r) => pressure.read(r) })
-  let where = ''
+  const access = { mode: opts.mode, gid, groupSet: opts.group !== null }
+  const env = { addon, log, devDir, mountinfo: deps.mountinfo }
+  const endpoint: Endpoint = transport === 'fuse' ? fuseFile(opts.path, access, env) : cuseDevice(opts.devName, access, env)
+  const where = endpoint.where
   let adminGid = opts.adminGroup !== null ? groupId(opts.adminGroup) : null
   /** The pool settings the configuration (file and flags) asked for when last applied. */
   let fromFile: PoolConfig = { ...opts.pool }
@@ -154,8 +111,6 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
     statusJson: () => JSON.stringify(status()),
     log: (m) => log('info', m),
   })
-  /** An O_PATH descriptor of the mounted file (FUSE transport), for the unmount. */
-  let mountFd: number | null = null
   let stoppedResolve!: (why: string) => void
   const stopped = new Promise<string>((r) => (stoppedResolve = r))
   let down = false
@@ -180,108 +135,6 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
     }
   }
 
-  const prepareFile = (file: string): void => {
-    makeParents(path.dirname(file))
-    let st: fs.Stats | null = null
-    try {
-      st = fs.statSync(file)
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code
-      if (code === 'ENOTCONN') {
-        // A FUSE mount whose server died (a crash, kill -9): detach it and carry on.
-        const r = addon.umount(file, MNT_DETACH)
-        if (r < 0) throw new StevedError('ERR_STEVED_BUSY', `${file} is a dead FUSE mount and unmounting it failed (errno ${-r})`, `run: umount -l ${file}`)
-        log('info', `cleaned up a stale mount at ${file} left by an earlier steved`)
-        st = fs.statSync(file, { throwIfNoEntry: false }) ?? null
-      } else if (code !== 'ENOENT') {
-        throw e
-      }
-    }
-    const real = fs.existsSync(file) ? fs.realpathSync(file) : file
-    const mounts = mountPoints(fs.readFileSync(deps.mountinfo ?? '/proc/self/mountinfo', 'utf8'))
-    if (mounts.has(real)) {
-      throw new StevedError('ERR_STEVED_BUSY', `${file} is already a mount point (another steved serving it?)`, `stop that server first, or choose another --path`)
-    }
-    if (st === null) fs.writeFileSync(file, '', { mode: 0o644 })
-    else if (!st.isFile()) {
-      throw new StevedError('ERR_STEVED_USAGE', `--path ${file} is not a regular file`, 'steved mounts its jobserver on a regular file; pick a file path')
-    }
-  }
-
-  const startFuse = (): StartInfo => {
-    const file = path.resolve(opts.path)
-    where = `FUSE file ${file}`
-    if (!fs.existsSync(path.join(devDir, 'fuse'))) {
-      throw new StevedError('ERR_STEVED_NO_DEVICE', `${devDir}/fuse does not exist`, 'load the fuse module (modprobe fuse) or give the container /dev/fuse')
-    }
-    if (process.getuid?.() !== 0 && !/^\s*user_allow_other\s*$/m.test(safeRead('/etc/fuse.conf'))) {
-      throw new StevedError('ERR_STEVED_PERMISSION', 'serving the FUSE file to all users needs root', "run steved as root (it can drop privileges with --user), or add 'user_allow_other' to /etc/fuse.conf")
-    }
-    prepareFile(file)
-    const options = ['allow_other', 'default_permissions', 'fsname=steved', 'subtype=steved'].join(',')
-    const r = server.nativeSession.mountFile(file, options, opts.mode, 0, gid)
-    if (r !== 0) {
-      throw new StevedError('ERR_STEVED_MOUNT', `mounting ${where} failed (${r})`, 'see the libfuse message above; is /dev/fuse accessible and are you root?')
-    }
-    // A handle on the mount itself: if someone renames a directory above it, the path we were
-    // given names nothing, but /proc/self/fd/N still leads to the mount. O_PATH opens without
-    // sending FUSE a request (none could be answered: this thread serves them).
-    try {
-      mountFd = fs.openSync(file, O_PATH)
-    } catch (e) {
-      log('warn', `cannot keep a handle on the mount (${(e as NodeJS.ErrnoException).code}); a rename of its directory would keep it from being unmounted`)
-    }
-    return { transport: 'fuse', path: file, makeflags: `--jobserver-auth=fifo:${file}` }
-  }
-
-  const startCuse = (): StartInfo => {
-    const dev = path.join(devDir, opts.devName)
-    where = `CUSE device ${dev}`
-    const cuse = path.join(devDir, 'cuse')
-    if (!fs.existsSync(cuse)) {
-      throw new StevedError('ERR_STEVED_NO_DEVICE', `${cuse} does not exist: this kernel has no CUSE (or the module is not loaded)`, 'run: modprobe cuse, or use --transport fuse')
-    }
-    if (fs.existsSync(dev)) {
-      throw new StevedError('ERR_STEVED_BUSY', `${dev} already exists (another steved serving it?)`, 'stop that server first, or choose another --dev-name')
-    }
-    const r = server.nativeSession.registerDevice(opts.devName, cuse)
-    if (r === -13 || r === -1) {
-      throw new StevedError('ERR_STEVED_PERMISSION', `opening ${cuse} was refused`, 'run steved as root, or give its user access to /dev/cuse')
-    }
-    if (r !== 0) throw new StevedError('ERR_STEVED_MOUNT', `registering ${where} failed (errno ${-r})`)
-    return { transport: 'cuse', path: dev, makeflags: `--jobserver-auth=fifo:${dev}` }
-  }
-
-  const fixDevicePermissions = async (dev: string): Promise<void> => {
-    // devtmpfs creates the node as root:root 0600; a udev rule may already have fixed it.
-    for (let i = 0; i < 100 && !fs.existsSync(dev); i++) await new Promise((r) => setTimeout(r, 20))
-    const st = fs.statSync(dev)
-    if ((st.mode & 0o7777) === opts.mode && (opts.group === null || st.gid === gid)) return
-    try {
-      fs.chmodSync(dev, opts.mode)
-      if (opts.group !== null) fs.chownSync(dev, st.uid, gid)
-    } catch (e) {
-      // Without root (or CAP_CHOWN/CAP_FOWNER) the node keeps what devtmpfs or udev gave it.
-      log('warn', `cannot set the mode/group of ${dev} (${(e as NodeJS.ErrnoException).code}); install the udev rule or run steved as root`)
-    }
-  }
-
-  /**
-   * Once we are not root we cannot unmount our own FUSE file. A root shell waits on a pipe
-   * only we hold; when steved exits, however it exits, the pipe closes and the shell detaches
-   * the mount, so no stale mount outlives us.
-   */
-  const armUnmounter = (file: string): void => {
-    // fd 3 is the handle on the mount: it still finds it after a rename of a directory above.
-    const child = spawn('sh', ['-c', 'cat >/dev/null; umount -l /proc/self/fd/3 2>/dev/null || exec umount -l "$1"', 'steved-unmount', file], {
-      stdio: ['pipe', 'ignore', 'ignore', mountFd ?? 'ignore'],
-      detached: true,
-    })
-    child.on('error', (e) => log('warn', `cannot start the unmount helper: ${e.message}`))
-    child.unref()
-    ;(child.stdin as unknown as { unref?: () => void } | null)?.unref?.()
-  }
-
   const dropPrivileges = (): void => {
     if (!userIds || !opts.user) return
     try {
@@ -299,11 +152,10 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
     stopped,
     async start(): Promise<StartInfo> {
       try {
-        const started = transport === 'fuse' ? startFuse() : startCuse()
+        const started = server.start(endpoint)
         info.path = started.path
         await waitReady()
-        if (transport === 'cuse') await fixDevicePermissions(started.path)
-        if (transport === 'fuse' && userIds) armUnmounter(started.path)
+        await endpoint.ready(userIds !== null)
         dropPrivileges()
         return started
       } catch (e) {
@@ -314,11 +166,10 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
     shutdown(): void {
       if (down) return
       down = true
-      // Unmount through the handle, so a renamed directory above the mount does not leave it
-      // behind. Without root (--user) that fails and the unmount helper does it when we exit.
-      server.close(mountFd !== null ? `/proc/self/fd/${mountFd}` : undefined)
-      if (mountFd !== null) fs.closeSync(mountFd)
-      mountFd = null
+      // The server unmounts through the endpoint's handle, so a renamed directory above the
+      // mount does not leave it behind. Without root (--user) that fails and the unmount helper
+      // does it when we exit.
+      server.close()
       stoppedResolve('shut down')
     },
     report(): string {
@@ -352,48 +203,5 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
       }
       return { restart, kept }
     },
-  }
-}
-
-/**
- * Create a directory and its missing parents, each with one mkdir. Node's recursive mkdir
- * retries forever where mkdir says ENOENT for a parent that exists (/proc, /sys): a daemon
- * spinning at start-up, deaf to SIGTERM. Here every step is tried once and fails with a line.
- */
-export function makeParents(dir: string): void {
-  const missing: string[] = []
-  let cur = path.resolve(dir)
-  for (;;) {
-    let st: fs.Stats | undefined
-    try {
-      st = fs.statSync(cur, { throwIfNoEntry: false })
-    } catch (e) {
-      throw new StevedError('ERR_STEVED_USAGE', `cannot use ${cur} for --path (${(e as NodeJS.ErrnoException).code})`, 'pick a --path inside a directory')
-    }
-    if (st) {
-      if (!st.isDirectory()) throw new StevedError('ERR_STEVED_USAGE', `${cur} is not a directory`, 'pick a --path inside a directory')
-      break
-    }
-    missing.unshift(cur)
-    const up = path.dirname(cur)
-    if (up === cur) break
-    cur = up
-  }
-  for (const d of missing) {
-    try {
-      fs.mkdirSync(d, { mode: 0o755 })
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code
-      if (code === 'EEXIST' && fs.statSync(d, { throwIfNoEntry: false })?.isDirectory()) continue
-      throw new StevedError('ERR_STEVED_USAGE', `cannot create the directory ${d} for --path (${code})`, 'pick a --path in a writable file system, or create the directory first')
-    }
-  }
-}
-
-function safeRead(file: string): string {
-  try {
-    return fs.readFileSync(file, 'utf8')
-  } catch {
-    return ''
   }
 }

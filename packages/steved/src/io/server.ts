@@ -9,6 +9,7 @@ import { Pool, pressureLimit, type Effect, type ErrnoName, type Input, type Pool
 import { RequestKind, type Addon, type NativeSession } from '../native'
 import { PressureReader } from './pressure'
 import { ThreadMap, ancestryOf, sampleMachine, type MachineSample } from './procfs'
+import type { Endpoint, StartInfo } from './transport'
 import { ProcessWatcher } from './watcher'
 
 const POLLIN = 0x001
@@ -61,6 +62,7 @@ export class TokenServer {
   private timer: NodeJS.Timeout | null = null
   private readonly token = Buffer.from('+')
   private closed = false
+  private endpoint: Endpoint | null = null
   private readyResolve!: () => void
   private goneHandlers: Array<(why: number) => void> = []
   private readonly exitHandlers: Array<(pid: number) => void> = []
@@ -101,8 +103,11 @@ export class TokenServer {
     this.log('info', held > 0 ? `pid ${pid} exited holding ${held} token${held === 1 ? '' : 's'}: reclaimed` : `pid ${pid} exited`)
   }
 
-  get nativeSession(): NativeSession {
-    return this.session
+  /** Start serving through `endpoint` (mount the file or register the device). Once. */
+  start(endpoint: Endpoint): StartInfo {
+    if (this.endpoint) throw new Error('TokenServer.start: already started')
+    this.endpoint = endpoint
+    return endpoint.open(this.session)
   }
 
   onGone(fn: (why: number) => void): void {
@@ -245,16 +250,14 @@ export class TokenServer {
     }, Math.min(MAX_TIMER_MS, Math.max(0, Math.ceil(at - this.now()))))
   }
 
-  /**
-   * Stop serving: unmount or unregister, stop watching. Safe to call twice. `unmountPath`
-   * names the mount another way than the path it was made on (a kept handle).
-   */
-  close(unmountPath?: string): void {
+  /** Stop serving: unmount (through the endpoint's kept handle) or unregister, stop watching. Safe to call twice. */
+  close(): void {
     if (this.closed) return
     this.closed = true
     if (this.timer) clearTimeout(this.timer)
     this.timer = null
     this.watcher.close()
-    this.session.close(unmountPath)
+    this.session.close(this.endpoint?.unmountPath())
+    this.endpoint?.close()
   }
 }
