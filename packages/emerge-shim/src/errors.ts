@@ -1,6 +1,6 @@
 // Errors of the emerge shim: one class with a closed set of codes (tests assert codes, never
 // wording). System errors from syscalls stay Node's own (code 'ECONNREFUSED', ...).
-import { describeError as describeAnyError } from 'jobclient'
+import { CodedError, describeError as describeAnyError } from 'jobclient'
 
 /** The closed set of domain error codes. */
 export type ShimErrorCode =
@@ -19,14 +19,7 @@ export type ShimErrorCode =
   /** A bad command-line argument. */
   | 'ERR_SHIM_USAGE'
 
-export class ShimError extends Error {
-  readonly code: ShimErrorCode
-  constructor(code: ShimErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options)
-    this.name = 'ShimError'
-    this.code = code
-  }
-}
+export class ShimError extends CodedError<ShimErrorCode> {}
 
 /** One line for an error: "message [CODE]" (jobclient's describeError). */
 export function describeError(e: unknown): string {

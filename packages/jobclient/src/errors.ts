@@ -30,15 +30,22 @@ export type JobserverErrorCode =
   /** A bad argument to a library function or the CLI. */
   | 'ERR_JOBSERVER_INVALID_ARG'
 
-/** A jobserver protocol or usage problem; `code` says which. */
-export class JobserverError extends Error {
-  readonly code: JobserverErrorCode
-  constructor(code: JobserverErrorCode, message: string, options?: { cause?: unknown }) {
+/**
+ * An error with a stable `code` from a closed set (the API; the message is for humans). The
+ * project's domain errors (JobserverError here, the emerge shim's ShimError) are this; `name`
+ * is the subclass's.
+ */
+export class CodedError<C extends string> extends Error {
+  readonly code: C
+  constructor(code: C, message: string, options?: { cause?: unknown }) {
     super(message, options)
-    this.name = 'JobserverError'
+    this.name = new.target.name
     this.code = code
   }
 }
+
+/** A jobserver protocol or usage problem; `code` says which. */
+export class JobserverError extends CodedError<JobserverErrorCode> {}
 
 /** The shape of the errors Node's fs module throws. */
 export interface SystemError extends Error {

@@ -25,6 +25,7 @@ export {
 } from './makeflags'
 export {
   JobserverError,
+  CodedError,
   systemError,
   problemOf,
   problemWords,
