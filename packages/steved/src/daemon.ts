@@ -19,6 +19,7 @@ import { buildStatus, type ServerInfo, type Status } from './status'
 import { VERSION } from './version'
 
 import type { DaemonOptions } from './options'
+import { minJobsProblem } from './rules'
 
 export { DEFAULT_DEV_NAME, DEFAULT_FUSE_PATH, type DaemonOptions, type Transport } from './options'
 export { makeParents, mountPoints, pickTransport, type StartInfo } from './io/transport'
@@ -191,6 +192,10 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
         }
         ;(patch as Record<string, unknown>)[k] = next.pool[k]
       }
+      // A value set at runtime and kept can meet a new one from the file (rules.ts).
+      const after = { ...cur, ...patch }
+      const clash = minJobsProblem(after.minJobs, after.jobs)
+      if (clash) throw new StevedError('ERR_STEVED_USAGE', `${clash}, with the values set at runtime kept`, 'lower min-jobs or raise jobs')
       if (Object.keys(patch).length) {
         server.configure(patch)
         log('info', `configuration applied: ${JSON.stringify(patch)}`)

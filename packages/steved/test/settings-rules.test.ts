@@ -75,6 +75,18 @@ t.test('min-jobs above jobs at runtime: SIGHUP, stevectl --set-*, a raw STEVED_I
   t.equal(r.code, 0, 'in the right order, both go through')
   t.equal((await ctl(s.path, '--get-jobs', '--get-min-jobs')).stdout, '2\n1\n')
 
+  // A value set at runtime is kept over an unchanged file value; a reload whose new jobs falls
+  // below it is refused too.
+  t.equal((await ctl(s.path, '--set-min-jobs', '2')).code, 0)
+  fs.writeFileSync(cfg, 'jobs = 1\nmin-jobs = 1\n')
+  const before = s.stderr().length
+  s.child.kill('SIGHUP')
+  const until2 = Date.now() + 10000
+  while (!/configuration (rejected|reloaded)/.test(s.stderr().slice(before)) && Date.now() < until2) await new Promise((r) => setTimeout(r, 50))
+  t.match(s.stderr().slice(before), 'configuration rejected, settings unchanged: min-jobs (2) is more than jobs (1)', 'SIGHUP against a kept runtime value')
+  t.equal((await ctl(s.path, '--get-jobs', '--get-min-jobs')).stdout, '2\n2\n', 'the settings in force stay')
+  t.equal((await ctl(s.path, '--set-min-jobs', '1')).code, 0)
+
   // A client that skips stevectl's check meets steved's: min-jobs (key 1) = 5 answers EINVAL.
   const py = [
     'import fcntl, os, struct, sys, errno',
