@@ -128,12 +128,15 @@ const TABLE: Record<string, Entry> = {
   // packages/jobclient/README.md
   'npm install ./jobclient-0.1.0.tgz': {
     run: 'exit 0, from the tarball npm pack makes',
-    // The README's own way, `npm pack -w packages/jobclient`, on a copy: packing rebuilds, and
-    // the checkout's build/ and dist/ are other work's.
+    // npm pack of a copy of packages/jobclient (packing rebuilds, and the checkout's build/ and
+    // dist/ are other work's). The copy sees the checkout's modules through a directory of
+    // links of its own, never the checkout's node_modules itself, which npm must not touch.
     setup:
-      'stage="$TMP/stage"; mkdir -p "$stage/packages"; cp "$ROOT/package.json" "$ROOT/tsconfig.base.json" "$stage/"; ln -s "$ROOT/node_modules" "$stage/node_modules"; ' +
+      'stage="$TMP/stage"; mkdir -p "$stage/packages" "$stage/node_modules/.bin"; cp "$ROOT/tsconfig.base.json" "$stage/"; ' +
+      'for m in "$ROOT"/node_modules/*; do case "${m##*/}" in jobclient|steved|emerge-shim) ;; *) ln -s "$m" "$stage/node_modules/"; esac; done; ' +
+      'for b in "$ROOT"/node_modules/.bin/*; do ln -sfn "$(readlink -f "$b")" "$stage/node_modules/.bin/${b##*/}"; done; ' +
       'cp -a "$ROOT/packages/jobclient" "$stage/packages/"; rm -rf "$stage/packages/jobclient/"{node_modules,build,prebuilds} "$stage/packages/jobclient/"*.tgz; ' +
-      '(cd "$stage" && env -u MAKEFLAGS npm pack -w packages/jobclient --pack-destination "$TMP" --loglevel=error >/dev/null); rm -rf "$stage"',
+      '(cd "$stage/packages/jobclient" && env -u MAKEFLAGS npm pack --pack-destination "$TMP" --loglevel=error >/dev/null); rm -rf "$stage"',
     timeoutMs: 300000,
   },
   'NINJA=jobclient-ninja meson compile -C build': {
