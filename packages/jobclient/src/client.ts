@@ -532,7 +532,17 @@ export class JobClient {
 
   #onPoll(status: number): void {
     if (this.#closed) return
-    if (status < 0) return this.#failAll(systemError(status, 'poll', this.#opened.path))
+    if (status < 0) {
+      // libuv reports POLLERR as EBADF, which names nothing; a read tells the real cause (a dead
+      // FUSE mount: ENOTCONN), and in the unlikely case it yields a token, the wait is served.
+      const r = this.#native.read(this.#opened.readFd, this.#buf)
+      if (r === 1) {
+        this.#waiters.shift()!.settle(this.#newToken('explicit', this.#buf[0]))
+        return this.#updatePolling()
+      }
+      const real = r < 0 && r !== -EAGAIN && r !== -EINTR
+      return this.#failAll(real ? systemError(r, 'read', this.#opened.path) : systemError(status, 'poll', this.#opened.path))
+    }
     // Read at once, one byte per waiter, on the fd that was polled: a server that reserved a
     // token for this poller hands it over on exactly this read.
     while (this.#waiters.length > 0) {
