@@ -100,6 +100,8 @@ t.test('no jobserver: an error (exit 1), or with --optional a warning and the co
   t.equal(optional.code, 3)
   t.equal(optional.stdout.trim(), '[]', 'the command runs without a jobserver')
   t.match(optional.stderr, /warning: running sh outside any pool/)
+  const missing = await run(node, [JOBCLIENT, 'fifo', '--optional', '--', 'no-such-command-here'], { env })
+  t.equal(missing.code, 127, 'a command not found is 127 there too, as from a shell')
   const ninja = await run(node, [JOBCLIENT_NINJA, '--version'], { env: { ...env, JOBCLIENT_NINJA: NINJA } })
   t.equal(ninja.code, 0, 'jobclient-ninja --version works without a jobserver (meson and CMake probe it)')
   t.match(ninja.stdout, /^1\.13\./)

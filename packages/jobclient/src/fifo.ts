@@ -23,7 +23,7 @@
 // The child's implicit slot is not paid for, exactly as a top-level make's is not: run from a
 // shell, the build takes tokens + 1 slot; run inside a make recipe, the recipe's slot (which
 // make paid for) is that implicit slot.
-import { spawn, spawnSync } from 'node:child_process'
+import { spawnSync, type ChildProcess } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
@@ -31,7 +31,7 @@ import * as util from 'node:util'
 import type { JobClient, Token } from './client'
 import { makeflagsForChild, MAKEFLAGS_VARIABLES, type JobserverAuth } from './makeflags'
 import { FIONREAD, loadNative } from './native'
-import { describeError, jobsFlagWarning, openForCli, type RunIo } from './run'
+import { childStatus, describeError, jobsFlagWarning, openForCli, type RunIo } from './run'
 
 const debug = util.debuglog('jobclient')
 
@@ -240,7 +240,7 @@ async function bridge(
   // Offer the first bytes before the child starts: ninja's first loop reads as long as it can.
   if (K > 0) request(K)
 
-  let child: ReturnType<typeof spawn> | undefined
+  let child: ChildProcess | undefined
   const onSignal = (signal: NodeJS.Signals) => {
     // Forward and keep feeding: the child decides when it is over; its jobs still run.
     child?.kill(signal)
@@ -248,22 +248,9 @@ async function bridge(
   for (const s of SIGNALS) io.signals.on(s, onSignal)
   const timer = setInterval(tick, tickMs)
   try {
-    return await new Promise<number>((resolve) => {
-      const [file, args] = spawnArgs(command, argv)
-      let c: ReturnType<typeof spawn>
-      try {
-        c = spawn(file, args, { env, stdio: 'inherit' })
-      } catch (e) {
-        io.stderr.write(`jobclient: error: cannot run ${argv[0]}: ${describeError(e)}\n`)
-        return resolve(126)
-      }
+    const [file, args] = spawnArgs(command, argv)
+    return await childStatus(argv[0], file, args, { env, stdio: 'inherit' }, io, (c) => {
       child = c
-      c.on('error', (e: NodeJS.ErrnoException) => {
-        if (c.pid !== undefined) return
-        io.stderr.write(`jobclient: error: cannot run ${argv[0]}: ${describeError(e)}\n`)
-        resolve(e.code === 'ENOENT' ? 127 : 126)
-      })
-      c.once('exit', (code, signal) => resolve(code ?? 128 + (signal ? os.constants.signals[signal] : 0)))
     })
   } finally {
     // The child is gone: every token comes back, whatever it left in the pipe or took with it.
@@ -283,21 +270,13 @@ async function bridge(
 
 // --optional without a jobserver: the command as it is, signals forwarded, status passed on.
 function runPlain(command: string, argv: readonly string[], io: RunIo): Promise<number> {
-  return new Promise<number>((resolve) => {
-    const c = spawn(command, argv.slice(1), { env: io.env, stdio: 'inherit' })
-    const onSignal = (signal: NodeJS.Signals) => c.kill(signal)
-    for (const s of SIGNALS) io.signals.on(s, onSignal)
-    const done = (status: number) => {
-      for (const s of SIGNALS) io.signals.removeListener(s, onSignal)
-      resolve(status)
-    }
-    c.on('error', (e) => {
-      if (c.pid === undefined) {
-        io.stderr.write(`jobclient: error: cannot run ${argv[0]}: ${describeError(e)}\n`)
-        done(126)
-      }
-    })
-    c.once('exit', (code, signal) => done(code ?? 128 + (signal ? os.constants.signals[signal] : 0)))
+  let child: ChildProcess | undefined
+  const onSignal = (signal: NodeJS.Signals) => child?.kill(signal)
+  for (const s of SIGNALS) io.signals.on(s, onSignal)
+  return childStatus(argv[0], command, argv.slice(1), { env: io.env, stdio: 'inherit' }, io, (c) => {
+    child = c
+  }).finally(() => {
+    for (const s of SIGNALS) io.signals.removeListener(s, onSignal)
   })
 }
 

@@ -5,7 +5,7 @@
 // one token, `jobclient run make` runs exactly as many jobs as it could before, but the first
 // one is now paid for. Exit status: the child's, 128+N when a signal N killed it, 126/127 when
 // it could not be started (as a shell does), 1 for jobserver errors, 2 for usage errors.
-import { spawn, spawnSync, type StdioOptions } from 'node:child_process'
+import { spawn, spawnSync, type ChildProcess, type SpawnOptions, type StdioOptions } from 'node:child_process'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import * as util from 'node:util'
@@ -100,6 +100,39 @@ function makeVersion(cmd: string, env: NodeJS.ProcessEnv): [number, number] | un
  * Run `argv` under `options.tokens` tokens and resolve with the exit status to use.
  * Never rejects: problems are reported on `io.stderr` and turned into exit statuses.
  */
+/**
+ * Start `file` and resolve with its exit status as a shell reports it: the child's code, 128 + N
+ * when signal N ended it, 127 when the command is not found, 126 when it cannot be run (both with
+ * a line on stderr naming `name`). `started` gets the child as soon as it exists.
+ */
+export function childStatus(
+  name: string,
+  file: string,
+  args: readonly string[],
+  options: SpawnOptions,
+  io: Pick<RunIo, 'stderr'>,
+  started: (child: ChildProcess) => void,
+): Promise<number> {
+  return new Promise<number>((resolve) => {
+    let c: ChildProcess
+    try {
+      c = spawn(file, args, options)
+    } catch (e) {
+      io.stderr.write(`jobclient: error: cannot run ${name}: ${describeError(e)}\n`)
+      return resolve(126)
+    }
+    started(c)
+    c.on('error', (e: NodeJS.ErrnoException) => {
+      // A failed kill() of a running child reports here too; only a spawn failure (no pid)
+      // ends the run.
+      if (c.pid !== undefined) return
+      io.stderr.write(`jobclient: error: cannot run ${name}: ${describeError(e)}\n`)
+      resolve(e.code === 'ENOENT' ? 127 : 126)
+    })
+    c.once('exit', (code, signal) => resolve(code ?? 128 + (signal ? os.constants.signals[signal] : 0)))
+  })
+}
+
 export async function runCommand(argv: readonly string[], options: RunOptions, io: RunIo): Promise<number> {
   let client: JobClient
   try {
@@ -163,25 +196,8 @@ export async function runCommand(argv: readonly string[], options: RunOptions, i
       if (v !== 'MAKEFLAGS' && io.env[v] !== undefined) env[v] = makeflagsForChild(io.env[v], auth)
     }
 
-    const status = await new Promise<number>((resolve) => {
-      let c: ReturnType<typeof spawn>
-      try {
-        c = spawn(argv[0], argv.slice(1), { env, stdio })
-      } catch (e) {
-        io.stderr.write(`jobclient: error: cannot run ${argv[0]}: ${describeError(e)}\n`)
-        return resolve(126)
-      }
+    const status = await childStatus(argv[0], argv[0], argv.slice(1), { env, stdio }, io, (c) => {
       child = c
-      c.on('error', (e: NodeJS.ErrnoException) => {
-        // A failed kill() of a running child reports here too; only a spawn failure (no pid)
-        // ends the run.
-        if (c.pid !== undefined) return
-        io.stderr.write(`jobclient: error: cannot run ${argv[0]}: ${describeError(e)}\n`)
-        resolve(e.code === 'ENOENT' ? 127 : 126)
-      })
-      c.once('exit', (code, signal) => {
-        resolve(code ?? 128 + (signal ? os.constants.signals[signal] : 0))
-      })
     })
     return status
   } finally {
