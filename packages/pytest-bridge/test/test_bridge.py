@@ -386,6 +386,8 @@ def test_unusable_jobserver_warns_and_runs_one_at_a_time(inner: Inner, tmp_path:
         r = inner.run(args + how, {**env, **({} if how else {"PYTEST_JOBSERVER_STRICT": "1"})})
         assert r.rc == 4, r.out
         assert re.search(strict, r.out), r.out
+        error = [l for l in r.out.splitlines() if l.startswith("ERROR")][0]
+        assert error.count("start steved") <= 1, f"what to do, said once: {error}"
         assert "collected" not in r.out and not r.log, "no test may run"
     say(f"{case}, strict: exit 4: {[l for l in r.out.splitlines() if l.startswith('ERROR')][0]}")
     # Default: one warning line that says why and what to do, then the run goes on like make -j1.

@@ -675,8 +675,10 @@ def pytest_configure(config: pytest.Config) -> None:
                 )
             why, todo = probe.unusable()
             if strict:
+                # The agent's detail already ends in what to do for the shared conditions.
+                then = "" if todo in probe.detail else f"; {todo}"
                 raise pytest.UsageError(
-                    f"jobserver: cannot use the jobserver named by {probe.source}: {probe.detail}; {todo}"
+                    f"jobserver: cannot use the jobserver named by {probe.source}: {probe.detail}{then}"
                 )
             # This process runs xdist's -n decision later (its pytest_configure is trylast).
             _one_worker(config)
