@@ -7,6 +7,12 @@ import { Pool, defaultConfig, type Effect, type Input, type PoolConfig } from '.
 
 type Dist<T> = T extends unknown ? Omit<T, 'now'> : never
 
+/** What io/server.ts does before handing an input over: attach the ancestries the pool asks for. */
+function withAncestries(pool: Pool, input: Input, ancestry: (pid: number) => number[]): Input {
+  const wanted = pool.ancestryWanted(input)
+  return wanted.length > 0 ? ({ ...input, ancestries: Object.fromEntries(wanted.map((pid) => [pid, ancestry(pid)])) } as Input) : input
+}
+
 class Sim {
   readonly pool: Pool
   now = 0
@@ -21,12 +27,18 @@ class Sim {
   /** Live processes that made an early return (the pool may have dropped it: see below). */
   private readonly early = new Set<number>()
 
-  constructor(cfg: Partial<PoolConfig> & { jobs: number }, private readonly t: Test) {
+  constructor(
+    cfg: Partial<PoolConfig> & { jobs: number },
+    private readonly t: Test,
+    /** Process ancestry, attached to the inputs that ask for it as the io layer does. */
+    private readonly ancestry: (pid: number) => number[] = (pid) => [pid],
+  ) {
     this.pool = new Pool({ ...defaultConfig(cfg.jobs), ...cfg })
   }
 
   send(input: Dist<Input>): Effect[] {
-    const effects = this.pool.handle({ ...input, now: this.now } as Input)
+    const full = withAncestries(this.pool, { ...input, now: this.now } as Input, this.ancestry)
+    const effects = this.pool.handle(full)
     for (const e of effects) {
       if (e.kind === 'reply-token') {
         const pid = this.reqPid.get(e.req)!
@@ -410,9 +422,46 @@ t.test('callers outside our pid namespace (pid 0) are reclaimed when their last 
   s.send({ kind: 'release', fh: 1 })
   t.equal(s.pool.snapshot().held, 1, 'still open elsewhere')
   s.tally.delete(0)
-  s.send({ kind: 'release', fh: 2 })
+  const effects = s.send({ kind: 'release', fh: 2 })
   t.equal(s.pool.snapshot().held, 0)
   t.equal(s.pool.snapshot().counters.reclaimed, 1)
+  t.match(effects, [{ kind: 'log', level: 'info', text: 'the last file opened from outside our pid namespace was closed: reclaimed 1 token' }], 'the reclaim is logged as an effect')
+  t.end()
+})
+
+t.test('exits are logged as effects, saying what was reclaimed', (t) => {
+  const s = new Sim({ jobs: 3 }, t)
+  t.ok(s.got(s.read(5, 1)))
+  t.ok(s.got(s.read(5, 1)))
+  s.read(6, 2)
+  s.write(6, 2)
+  const logs = (effects: Effect[]): string[] => effects.flatMap((e) => (e.kind === 'log' ? [e.text] : []))
+  s.tally.delete(5)
+  t.same(logs(s.send({ kind: 'exit', pid: 5 })), ['pid 5 exited holding 2 tokens: reclaimed'])
+  s.tally.delete(6)
+  t.same(logs(s.send({ kind: 'exit', pid: 6 })), ['pid 6 exited'], 'a process holding nothing just exited')
+  t.same(logs(s.send({ kind: 'exit', pid: 7 })), ['pid 7 exited'], 'one the pool never knew too')
+  t.end()
+})
+
+t.test('ancestry is asked for only where group membership is decided', (t) => {
+  const pool = new Pool({ ...defaultConfig(2) })
+  const read = (pid: number): Extract<Input, { kind: 'read' }> => ({ kind: 'read', req: 1, fh: 1, pid, nonblock: true, now: 0 })
+  t.same(pool.ancestryWanted(read(10)), [], 'no groups: nothing to look up')
+  pool.handle({ kind: 'open', fh: 1, pid: 10, now: 0 })
+  pool.handle({ kind: 'open', fh: 2, pid: 0, now: 0 })
+  const join: Extract<Input, { kind: 'group-join' }> = { kind: 'group-join', name: 'g', root: 20, limit: 1, now: 0 }
+  t.same(pool.ancestryWanted(join).sort(), [10, 20], 'a join: the root and every known process (not pid 0)')
+  // 30 descends from 20; the join is told so, and the process is placed by what the input says.
+  pool.handle({ ...join, ancestries: { 10: [10, 1], 20: [20, 1] } })
+  t.same(pool.ancestryWanted(read(30)), [30], 'a new process while groups exist')
+  t.same(pool.ancestryWanted(read(10)), [], 'a known one is already placed')
+  t.same(pool.ancestryWanted(read(0)), [], 'pid 0 belongs to no group')
+  pool.handle({ ...read(30), ancestries: { 30: [30, 20, 1] } })
+  pool.handle({ ...read(31), req: 2 })
+  t.same(pool.snapshot().groups.map((g) => [g.name, g.members]), [['g', [20, 30]]], 'without ancestry a process is on its own')
+  t.same(pool.groupOfProcess(32, [32, 30, 20]), { name: 'g', limit: 1, owner: 0 })
+  t.equal(pool.groupOfProcess(32), null)
   t.end()
 })
 
@@ -490,8 +539,7 @@ t.test('a process group shares one cap; others are not held back; the group ends
     for (let p = pid; p > 1; p = parents[p] ?? 1) out.push(p)
     return out
   }
-  const s = new Sim({ jobs: 5 }, t)
-  ;(s as unknown as { pool: Pool }).pool = new Pool({ ...defaultConfig(5) }, ancestry)
+  const s = new Sim({ jobs: 5 }, t, ancestry)
   s.send({ kind: 'group-join', name: 'www-client/chromium', root: 10, limit: 2 })
   t.ok(s.got(s.read(11, 1)))
   t.ok(s.got(s.read(12, 2)))
@@ -514,7 +562,8 @@ t.test('per-request cost does not grow with the number of capped waiters (issue 
   // down). Counted, not timed: each check is one call of the pool's cap predicates.
   const checksPerCycle = (waiters: number): number => {
     const ancestry = (pid: number): number[] => (pid >= 1000 ? [pid, 500] : [pid])
-    const pool = new Pool({ ...defaultConfig(2) }, ancestry)
+    const pool = new Pool({ ...defaultConfig(2) })
+    const handle = (input: Input): Effect[] => pool.handle(withAncestries(pool, input, ancestry))
     const proto = Pool.prototype as unknown as Record<string, (...a: unknown[]) => unknown>
     let calls = 0
     const spied = ['atProcessLimit', 'atGroupLimit', 'groupFull'].filter((k) => typeof proto[k] === 'function')
@@ -527,9 +576,9 @@ t.test('per-request cost does not grow with the number of capped waiters (issue 
     })
     try {
       let req = 1
-      pool.handle({ kind: 'group-join', name: 'cap', root: 500, limit: 1, now: 0 })
-      pool.handle({ kind: 'read', req: req++, fh: 1, pid: 500, nonblock: false, now: 0 })
-      for (let i = 0; i < waiters; i++) pool.handle({ kind: 'read', req: req++, fh: 2, pid: 1000 + i, nonblock: false, now: 0 })
+      handle({ kind: 'group-join', name: 'cap', root: 500, limit: 1, now: 0 })
+      handle({ kind: 'read', req: req++, fh: 1, pid: 500, nonblock: false, now: 0 })
+      for (let i = 0; i < waiters; i++) handle({ kind: 'read', req: req++, fh: 2, pid: 1000 + i, nonblock: false, now: 0 })
       t.equal(pool.snapshot().waiters.length, waiters, `${waiters} capped waiters parked`)
       calls = 0
       const cycles = 50

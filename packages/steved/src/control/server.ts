@@ -183,7 +183,7 @@ export function controlHandler(server: TokenServer, opts: ControlOptions): Ioctl
           if (!admin) {
             if (owner !== req.uid) return { errno: E.EPERM }
             if (target && target.owner !== req.uid) return { errno: E.EPERM }
-            const current = server.pool.groupOfProcess(g.pid)
+            const current = server.groupOfProcess(g.pid)
             if (current && current.owner !== req.uid) return { errno: E.EPERM }
           } else if (target && target.owner !== 0 && target.owner !== req.uid && target.owner !== owner) {
             // An admin brings another uid's processes into a group a user made: start it afresh,

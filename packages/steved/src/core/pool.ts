@@ -2,11 +2,12 @@
 // reservations for pollers, and admission by load, memory, pressure and per-process caps.
 //
 // It is a plain state machine: `handle(input)` returns the effects the transport must carry
-// out. It never reads a clock or a file; time and samples arrive as inputs.
+// out. It never reads a clock or a file and calls nothing outside itself; time, samples and
+// process ancestry arrive as inputs, and even its log lines leave as effects.
 
 import {
   DEFAULT_RESERVATION_EXPIRY_MS,
-  type AncestryLookup,
+  type Ancestries,
   type Counters,
   type Effect,
   type Input,
@@ -125,10 +126,7 @@ export class Pool {
     msAtZeroFree: 0,
   }
 
-  constructor(
-    config: PoolConfig,
-    private readonly ancestry: AncestryLookup = (pid) => [pid],
-  ) {
+  constructor(config: PoolConfig) {
     this.cfg = { ...config }
   }
 
@@ -153,23 +151,46 @@ export class Pool {
     return this.sample === null || now - this.sample.at >= this.cfg.loadRecheckMs
   }
 
+  /**
+   * The pids whose ancestry `input` needs in its `ancestries` (see Ancestries): a process seen
+   * for the first time while groups exist, or on a group join the root and every known process.
+   * Empty for most inputs, so the io layer reads /proc only when membership can change.
+   */
+  ancestryWanted(input: Input): number[] {
+    switch (input.kind) {
+      case 'open':
+      case 'read':
+      case 'poll':
+      case 'write':
+        return this.groupRoots.size > 0 && input.pid !== 0 && !this.procs.has(input.pid) ? [input.pid] : []
+      case 'group-join': {
+        const pids = new Set(this.procs.keys())
+        pids.add(input.root)
+        pids.delete(0)
+        return [...pids]
+      }
+      default:
+        return []
+    }
+  }
+
   handle(input: Input): Effect[] {
     const out: Effect[] = []
     this.lastNow = Math.max(this.lastNow, input.now)
     switch (input.kind) {
       case 'open': {
         this.openers.set(input.fh, input.pid)
-        this.proc(input.pid, out).openFiles++
+        this.proc(input.pid, out, input.ancestries).openFiles++
         break
       }
       case 'read':
-        this.onRead(input.req, input.fh, input.pid, input.nonblock, input.now, out)
+        this.onRead(input.req, input.fh, input.pid, input.nonblock, input.now, out, input.ancestries)
         break
       case 'poll':
-        this.onPoll(input.req, input.fh, input.pid, input.wantsNotify, input.now, out)
+        this.onPoll(input.req, input.fh, input.pid, input.wantsNotify, input.now, out, input.ancestries)
         break
       case 'write':
-        this.onWrite(input.req, input.pid, input.count, input.now, out)
+        this.onWrite(input.req, input.pid, input.count, input.now, out, input.ancestries)
         break
       case 'release':
         this.onRelease(input.fh, input.now, out)
@@ -204,7 +225,7 @@ export class Pool {
       }
         break
       case 'group-join':
-        this.onGroupJoin(input.name, input.root, input.limit, input.owner ?? 0, out)
+        this.onGroupJoin(input.name, input.root, input.limit, input.owner ?? 0, out, input.ancestries)
         this.regroup()
         this.dispatch(input.now, out)
         break
@@ -221,8 +242,8 @@ export class Pool {
 
   // --- requests ------------------------------------------------------------
 
-  private onRead(req: number, fh: number, pid: number, nonblock: boolean, now: number, out: Effect[]): void {
-    const p = this.proc(pid, out)
+  private onRead(req: number, fh: number, pid: number, nonblock: boolean, now: number, out: Effect[], ancestries?: Ancestries): void {
+    const p = this.proc(pid, out, ancestries)
     const res = this.reservationFor(fh, pid)
     if (res) {
       // The poller reads on the file it polled (or another of its own): its token is waiting.
@@ -243,8 +264,8 @@ export class Pool {
     }
   }
 
-  private onPoll(req: number, fh: number, pid: number, wantsNotify: boolean, now: number, out: Effect[]): void {
-    this.proc(pid, out)
+  private onPoll(req: number, fh: number, pid: number, wantsNotify: boolean, now: number, out: Effect[], ancestries?: Ancestries): void {
+    this.proc(pid, out, ancestries)
     if (!this.reservationFor(fh, pid)) {
       let w = this.queue.poll(fh, pid)
       const queued = w !== undefined
@@ -256,8 +277,8 @@ export class Pool {
     out.push({ kind: 'reply-poll', req, readable: this.reservationFor(fh, pid) !== undefined })
   }
 
-  private onWrite(req: number, pid: number, count: number, now: number, out: Effect[]): void {
-    const p = this.proc(pid, out)
+  private onWrite(req: number, pid: number, count: number, now: number, out: Effect[], ancestries?: Ancestries): void {
+    const p = this.proc(pid, out, ancestries)
     // One early return is allowed to a process that has not read yet (it may be handing
     // back a token its parent gave it before it starts reading: the nasm-rs pattern).
     // It joins the pool only while tokens are out (see dispatch: free never exceeds jobs).
@@ -286,12 +307,15 @@ export class Pool {
       // Callers outside our pid namespace cannot be watched: when the last file any of them
       // opened is closed, whatever they still hold comes back.
       const p = this.procs.get(0)
-      if (p && --p.openFiles <= 0) this.forget(p)
+      if (p && --p.openFiles <= 0) {
+        const n = this.forget(p)
+        if (n > 0) out.push({ kind: 'log', level: 'info', text: `the last file opened from outside our pid namespace was closed: reclaimed ${n} token${n === 1 ? '' : 's'}` })
+      }
     }
     this.dispatch(now, out)
   }
 
-  private onGroupJoin(name: string, root: number, limit: number | null, owner: number, out: Effect[]): void {
+  private onGroupJoin(name: string, root: number, limit: number | null, owner: number, out: Effect[], ancestries?: Ancestries): void {
     let g = this.groups.get(name)
     if (!g) {
       g = { name, limit, owner, roots: new Set() }
@@ -304,8 +328,8 @@ export class Pool {
     g.roots.add(root)
     this.groupRoots.set(root, name)
     // The root must be watched so the group ends with it; known processes may now belong.
-    this.proc(root, out)
-    for (const p of this.procs.values()) p.group = this.groupOf(p.pid)
+    this.proc(root, out, ancestries)
+    for (const p of this.procs.values()) p.group = this.groupOf(p.pid, ancestries)
   }
 
   /** A group by name: its limit and owner (for the control layer's permission checks). */
@@ -314,16 +338,19 @@ export class Pool {
     return g ? { name: g.name, limit: g.limit, owner: g.owner } : null
   }
 
-  /** The group a process belongs to now (known or not), by its nearest registered root. */
-  groupOfProcess(pid: number): { name: string; limit: number | null; owner: number } | null {
-    const name = this.procs.get(pid)?.group ?? this.groupOf(pid)
+  /**
+   * The group a process belongs to now (known or not), by its nearest registered root;
+   * `ancestry` is the process's own (itself first), which an unknown process is judged by.
+   */
+  groupOfProcess(pid: number, ancestry: readonly number[] = [pid]): { name: string; limit: number | null; owner: number } | null {
+    const name = this.procs.get(pid)?.group ?? this.groupOf(pid, { [pid]: ancestry })
     return name === null ? null : this.groupInfo(name)
   }
 
   /** The group of the nearest registered root among a process and its ancestors. */
-  private groupOf(pid: number): string | null {
+  private groupOf(pid: number, ancestries?: Ancestries): string | null {
     if (this.groupRoots.size === 0 || pid === 0) return null
-    for (const a of this.ancestry(pid)) {
+    for (const a of ancestries?.[pid] ?? [pid]) {
       const g = this.groupRoots.get(a)
       if (g !== undefined) return g
     }
@@ -347,12 +374,14 @@ export class Pool {
       if (g.roots.size === 0) this.dissolve(g)
     }
     const p = this.procs.get(pid)
+    const held = p?.held ?? 0
     for (const w of this.queue.of(pid)) {
       if (w.how === 'read') out.push({ kind: 'reply-error', req: w.req, errno: 'EINTR' })
       this.queue.remove(w)
     }
     for (const r of this.reservations.values()) if (r.pid === pid) this.unreserve(r)
     if (p) this.forget(p)
+    out.push({ kind: 'log', level: 'info', text: held > 0 ? `pid ${pid} exited holding ${held} token${held === 1 ? '' : 's'}: reclaimed` : `pid ${pid} exited` })
     this.dispatch(now, out)
   }
 
@@ -522,23 +551,25 @@ export class Pool {
     }
   }
 
-  private proc(pid: number, out: Effect[]): Proc {
+  private proc(pid: number, out: Effect[], ancestries?: Ancestries): Proc {
     let p = this.procs.get(pid)
     if (!p) {
       p = { pid, held: 0, grantedAt: [], everRead: false, returnedEarly: false, reserved: 0, openFiles: 0, group: null }
-      p.group = this.groupOf(pid)
+      p.group = this.groupOf(pid, ancestries)
       this.procs.set(pid, p)
       if (pid !== 0) out.push({ kind: 'watch', pid })
     }
     return p
   }
 
-  /** Drop a process and take back what it holds. */
-  private forget(p: Proc): void {
-    if (p.held > 0) this.counters.reclaimed += p.held
+  /** Drop a process and take back what it holds; returns how many tokens that was. */
+  private forget(p: Proc): number {
+    const reclaimed = Math.max(0, p.held)
+    this.counters.reclaimed += reclaimed
     this.adjust(p, -p.held, 0)
     this.procs.delete(p.pid)
     if (p.group !== null) this.queue.changed(p.pid, p.group)
+    return reclaimed
   }
 
   // --- inspection ------------------------------------------------------------

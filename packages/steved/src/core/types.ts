@@ -44,10 +44,10 @@ export type ErrnoName = 'EAGAIN' | 'EINTR' | 'ENOSPC'
  * monotonic clock supplied by the caller.
  */
 export type Input =
-  | { kind: 'open'; fh: number; pid: number; now: number }
-  | { kind: 'read'; req: number; fh: number; pid: number; nonblock: boolean; now: number }
-  | { kind: 'poll'; req: number; fh: number; pid: number; wantsNotify: boolean; now: number }
-  | { kind: 'write'; req: number; fh: number; pid: number; count: number; now: number }
+  | { kind: 'open'; fh: number; pid: number; ancestries?: Ancestries; now: number }
+  | { kind: 'read'; req: number; fh: number; pid: number; nonblock: boolean; ancestries?: Ancestries; now: number }
+  | { kind: 'poll'; req: number; fh: number; pid: number; wantsNotify: boolean; ancestries?: Ancestries; now: number }
+  | { kind: 'write'; req: number; fh: number; pid: number; count: number; ancestries?: Ancestries; now: number }
   | { kind: 'release'; fh: number; now: number }
   | { kind: 'interrupt'; req: number; now: number }
   | { kind: 'exit'; pid: number; now: number }
@@ -60,9 +60,10 @@ export type Input =
    * `limit` tokens held + reserved by all its members together (null: no cap). Processes
    * already known are re-examined; later ones join when first seen. `owner` is the uid that
    * created the group or, when an admin joined it, that admin; default 0 (the control layer decides who
-   * may do what; the pool only records it).
+   * may do what; the pool only records it). `ancestries` covers the root and every process the
+   * pool knows (`Pool.ancestryWanted`).
    */
-  | { kind: 'group-join'; name: string; root: number; limit: number | null; owner?: number; now: number }
+  | { kind: 'group-join'; name: string; root: number; limit: number | null; owner?: number; ancestries?: Ancestries; now: number }
   /** Dissolve a group: its members become ordinary processes again. */
   | { kind: 'group-remove'; name: string; now: number }
 
@@ -80,6 +81,8 @@ export type Effect =
   | { kind: 'watch'; pid: number }
   /** Deliver a `tick` at this time (replaces any earlier request); null: no tick needed. */
   | { kind: 'timer'; at: number | null }
+  /** A line for the operator (shown under -v): what the pool did that nobody asked for. */
+  | { kind: 'log'; level: 'info'; text: string }
 
 /** Why a waiter is still waiting. */
 export type WaitReason =
@@ -164,7 +167,9 @@ export interface PoolSnapshot {
 }
 
 /**
- * Ancestry of a process, itself first, then its parent and so on (as far as it is known).
- * Injected by the io layer (it reads /proc); the core never reads anything itself.
+ * Ancestry of processes by pid: each list is the process itself first, then its parent and so
+ * on (as far as it is known). Group membership needs it, and the core never reads /proc: the
+ * io layer asks `Pool.ancestryWanted(input)` which pids an input needs and attaches theirs.
+ * A pid missing from it counts as a process with no known parent.
  */
-export type AncestryLookup = (pid: number) => number[]
+export type Ancestries = Readonly<Record<number, readonly number[]>>

@@ -59,6 +59,7 @@ export class TokenServer {
   private readonly sample: () => MachineSample
   private readonly pressure: (resources: readonly PressureResource[]) => PressureSample
   private readonly log: (level: 'info' | 'debug' | 'warn', msg: string) => void
+  private readonly ancestry: (pid: number) => number[]
   private timer: NodeJS.Timeout | null = null
   private readonly token = Buffer.from('+')
   private closed = false
@@ -71,7 +72,8 @@ export class TokenServer {
   ioctlHandler: IoctlHandler | null = null
 
   constructor(config: PoolConfig, deps: ServerDeps) {
-    this.pool = new Pool(config, deps.ancestry ?? ((pid) => ancestryOf(pid)))
+    this.pool = new Pool(config)
+    this.ancestry = deps.ancestry ?? ((pid) => ancestryOf(pid))
     this.now = deps.now ?? (() => performance.now())
     this.sample = deps.sample ?? (() => sampleMachine())
     this.threads = deps.threads ?? new ThreadMap()
@@ -95,12 +97,10 @@ export class TokenServer {
     )
   }
 
-  /** A watched process is gone: take back what it held, and say so under -v. */
+  /** A watched process is gone: the pool takes back what it held (and says so under -v). */
   private onProcessExit(pid: number): void {
-    const held = this.pool.heldBy(pid)
     this.threads.forget(pid)
     this.feed({ kind: 'exit', pid, now: this.now() })
-    this.log('info', held > 0 ? `pid ${pid} exited holding ${held} token${held === 1 ? '' : 's'}: reclaimed` : `pid ${pid} exited`)
   }
 
   /** Start serving through `endpoint` (mount the file or register the device). Once. */
@@ -118,6 +118,11 @@ export class TokenServer {
   group(name: string, root: number | null, limit: number | null, owner = 0): void {
     if (root === null) this.feed({ kind: 'group-remove', name, now: this.now() })
     else this.feed({ kind: 'group-join', name, root, limit, owner, now: this.now() })
+  }
+
+  /** The group a process belongs to now (its ancestry read here, for the control layer's checks). */
+  groupOfProcess(pid: number): { name: string; limit: number | null; owner: number } | null {
+    return this.pool.groupOfProcess(pid, this.ancestry(pid))
   }
 
   /** Be told when a watched process exits (after the pool has taken back its tokens). */
@@ -166,13 +171,9 @@ export class TokenServer {
       case RequestKind.Poll:
         this.feed({ kind: 'poll', req: id, fh, pid: this.threads.tgid(tid), wantsNotify: a === 1, now })
         break
-      case RequestKind.Release: {
-        const before = this.pool.reclaimedTotal
+      case RequestKind.Release:
         this.feed({ kind: 'release', fh, now })
-        const n = this.pool.reclaimedTotal - before
-        if (n > 0) this.log('info', `the last file opened from outside our pid namespace was closed: reclaimed ${n} token${n === 1 ? '' : 's'}`)
         break
-      }
       case RequestKind.Interrupt:
         this.log('debug', `interrupt req=${id}`)
         this.feed({ kind: 'interrupt', req: id, now })
@@ -196,9 +197,15 @@ export class TokenServer {
     else this.session.replyIoctl(id, r.result, r.data)
   }
 
-  /** Hand one input to the pool (with a fresh machine sample first if admission needs it). */
+  /**
+   * Hand one input to the pool, with a fresh machine sample first if admission needs it and
+   * the ancestry of the processes whose group membership it decides.
+   */
   feed(input: Input): void {
     if (this.closed) return
+    const wanted = this.pool.ancestryWanted(input)
+    // Only the kinds that take ancestries ever want any (Pool.ancestryWanted).
+    if (wanted.length > 0) input = { ...input, ancestries: Object.fromEntries(wanted.map((pid) => [pid, this.ancestry(pid)])) } as Input
     if (input.kind !== 'sample' && this.pool.needsSample(input.now, input.kind)) {
       const s = this.sample()
       // Only the resources with a limit are read: the others cannot block anyone.
@@ -233,6 +240,9 @@ export class TokenServer {
           break
         case 'timer':
           this.arm(e.at)
+          break
+        case 'log':
+          this.log(e.level, e.text)
           break
       }
     }
