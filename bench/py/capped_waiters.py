@@ -9,8 +9,6 @@ of both into bench/results/scale.json (--key rows_before with --steved of a chec
 change, for the comparison).
 """
 
-import argparse
-import json
 import os
 import signal
 import subprocess
@@ -131,26 +129,7 @@ def run_capped_waiters(ctx: Ctx) -> list:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--work", required=True, type=Path)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--steved", type=Path, help="another steved.js (e.g. an older checkout) to measure; its stevectl.js beside it")
-    ap.add_argument("--print-only", action="store_true", help="print the rows, leave scale.json alone")
-    ap.add_argument("--key", default="rows", help="where in scale.json's capped_waiters to put them (rows_before for a steved before the change)")
-    a = ap.parse_args()
-    if a.steved:
-        common.STEVED_BIN = a.steved
-    a.work.mkdir(parents=True, exist_ok=True)
-    ctx = Ctx(work=a.work, out=a.work, quick=a.quick)
-    results = {"capped_waiters": (WHAT, run_capped_waiters(ctx)), "early_returners": (EARLY_WHAT, run_early_returners(ctx))}
-    print(json.dumps({k: v[1] for k, v in results.items()}, indent=2))
-    if not a.print_only:
-        f = common.ROOT / "bench" / "results" / "scale.json"
-        d = json.loads(f.read_text())
-        for name, (what, rows) in results.items():
-            cw = d.setdefault(name, {"what": what})
-            cw[a.key] = rows
-            cw[a.key + "_environment"] = common.environment()
-            if a.steved:
-                cw[a.key + "_steved"] = str(a.steved)
-        f.write_text(json.dumps(d, indent=1) + "\n")  # as common.write_json
+    common.scale_case_main(
+        {"capped_waiters": (WHAT, run_capped_waiters), "early_returners": (EARLY_WHAT, run_early_returners)},
+        "where in scale.json's capped_waiters to put them (rows_before for a steved before the change)",
+    )

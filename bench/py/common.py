@@ -4,6 +4,7 @@ Every server started here registers its pid in WORK/pids/, so bench/run.sh's tra
 it (and unmount what it mounted) even when Python itself dies.
 """
 
+import argparse
 import json
 import os
 import platform
@@ -271,3 +272,34 @@ def write_json(ctx: Ctx, name: str, data: dict) -> Path:
     p.write_text(json.dumps(data, indent=1) + "\n")
     ctx.say(f"wrote {p.relative_to(ROOT) if p.is_relative_to(ROOT) else p}")
     return p
+
+
+def scale_case_main(cases: dict, key_help: str) -> None:
+    """Run scale cases of bench/py on their own (not through main.py), possibly against another
+    steved (an older checkout, to measure a before/after in one session), and merge their rows
+    into bench/results/scale.json under --key. cases: {name in scale.json: (what, run(ctx))}."""
+    global STEVED_BIN
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", required=True, type=Path)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--steved", type=Path, help="another steved.js (e.g. an older checkout) to measure; its stevectl.js beside it")
+    ap.add_argument("--print-only", action="store_true", help="print the rows, leave scale.json alone")
+    ap.add_argument("--key", default="rows", help=key_help)
+    a = ap.parse_args()
+    if a.steved:
+        STEVED_BIN = a.steved
+    a.work.mkdir(parents=True, exist_ok=True)
+    ctx = Ctx(work=a.work, out=a.work, quick=a.quick)
+    results = {name: (what, run(ctx)) for name, (what, run) in cases.items()}
+    print(json.dumps({k: v[1] for k, v in results.items()}, indent=2))
+    if a.print_only:
+        return
+    f = ROOT / "bench" / "results" / "scale.json"
+    d = json.loads(f.read_text())
+    for name, (what, rows) in results.items():
+        case = d.setdefault(name, {"what": what})
+        case[a.key] = rows
+        case[a.key + "_environment"] = environment()
+        if a.steved:
+            case[a.key + "_steved"] = str(a.steved)
+    f.write_text(json.dumps(d, indent=1) + "\n")  # as write_json

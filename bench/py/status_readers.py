@@ -7,7 +7,6 @@ readers?). Run alone: python bench/py/status_readers.py --work DIR [--quick] [--
 which merges the rows into bench/results/scale.json.
 """
 
-import argparse
 import json
 import subprocess
 import sys
@@ -100,24 +99,7 @@ def run_status_readers(ctx: Ctx) -> list:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--work", required=True, type=Path)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--steved", type=Path, help="another steved.js (e.g. an older checkout) to measure")
-    ap.add_argument("--print-only", action="store_true", help="print the rows, leave scale.json alone")
-    ap.add_argument("--key", default="rows", help="where in scale.json's status_readers to put them (rows_unbounded for a steved before the bound)")
-    a = ap.parse_args()
-    if a.steved:
-        common.STEVED_BIN = a.steved
-    a.work.mkdir(parents=True, exist_ok=True)
-    rows = run_status_readers(Ctx(work=a.work, out=a.work, quick=a.quick))
-    print(json.dumps(rows, indent=2))
-    if not a.print_only:
-        f = common.ROOT / "bench" / "results" / "scale.json"
-        d = json.loads(f.read_text())
-        sr = d.setdefault("status_readers", {"what": WHAT})
-        sr[a.key] = rows
-        sr[a.key + "_environment"] = common.environment()
-        if a.steved:
-            sr[a.key + "_steved"] = str(a.steved)
-        f.write_text(json.dumps(d, indent=1) + "\n")  # as common.write_json
+    common.scale_case_main(
+        {"status_readers": (WHAT, run_status_readers)},
+        "where in scale.json's status_readers to put them (rows_unbounded for a steved before the bound)",
+    )
