@@ -142,6 +142,19 @@ function checkStat(file: string, st: fs.Stats): void {
 // file of at most CONFIG_MAX_BYTES is read.
 const OPEN_FLAGS = fs.constants.O_RDONLY | fs.constants.O_NONBLOCK | fs.constants.O_NOCTTY
 
+// The text of a config file read into a buffer one byte larger than allowed.
+function configText(buf: Buffer, n: number, file: string): string {
+  if (n > CONFIG_MAX_BYTES) throw refuse(file, `larger than ${CONFIG_MAX_BYTES} bytes`)
+  return buf.subarray(0, n).toString('utf8')
+}
+
+// A read of the config that failed: no config (the default path does not exist), or a refusal.
+function readFailed(e: unknown, file: string, explicit: string | null): null {
+  if (e instanceof StevedError) throw e
+  if (explicit === null && (e as NodeJS.ErrnoException).code === 'ENOENT') return null
+  throw refuse(file, String((e as NodeJS.ErrnoException).code ?? e))
+}
+
 /**
  * Read the configuration: the file --config names (which must exist), else /etc/steved.toml
  * when present, else nothing. Synchronous: for start-up, before anything is served.
@@ -157,12 +170,9 @@ export function loadConfig(argv: string[], defaultPath = DEFAULT_CONFIG_PATH): L
     const buf = Buffer.alloc(CONFIG_MAX_BYTES + 1)
     let n = 0
     for (let r; n < buf.length && (r = fs.readSync(fd, buf, n, buf.length - n, null)) > 0; ) n += r
-    if (n > CONFIG_MAX_BYTES) throw refuse(file, `larger than ${CONFIG_MAX_BYTES} bytes`)
-    text = buf.subarray(0, n).toString('utf8')
+    text = configText(buf, n, file)
   } catch (e) {
-    if (e instanceof StevedError) throw e
-    if (explicit === null && (e as NodeJS.ErrnoException).code === 'ENOENT') return null
-    throw refuse(file, String((e as NodeJS.ErrnoException).code ?? e))
+    return readFailed(e, file, explicit)
   } finally {
     if (fd !== null) fs.closeSync(fd)
   }
@@ -181,12 +191,9 @@ export async function loadConfigAsync(argv: string[], defaultPath = DEFAULT_CONF
     const buf = Buffer.alloc(CONFIG_MAX_BYTES + 1)
     let n = 0
     for (let r; n < buf.length && (r = (await fh.read(buf, n, buf.length - n, null)).bytesRead) > 0; ) n += r
-    if (n > CONFIG_MAX_BYTES) throw refuse(file, `larger than ${CONFIG_MAX_BYTES} bytes`)
-    text = buf.subarray(0, n).toString('utf8')
+    text = configText(buf, n, file)
   } catch (e) {
-    if (e instanceof StevedError) throw e
-    if (explicit === null && (e as NodeJS.ErrnoException).code === 'ENOENT') return null
-    throw refuse(file, String((e as NodeJS.ErrnoException).code ?? e))
+    return readFailed(e, file, explicit)
   } finally {
     await fh?.close()
   }
