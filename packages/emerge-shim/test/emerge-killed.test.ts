@@ -3,12 +3,11 @@
 // SIGKILLed emerge leaves its whole build) keeps the job's token; every token comes back once
 // the last build process is gone, and no build process outlives its token.
 import * as fs from 'node:fs'
-import * as path from 'node:path'
 import t from 'tap'
 import { parseJobLog } from '../../../test/helpers/joblog'
-import { startSteved, tmpDir } from '../../../test/helpers/steved'
-import { alive, holdersOf, makefile, processTag, sleep, stevedStatus, tagged, waitForStatus, waitUntil, writeRecipe } from './helpers/emerge'
-import { finished, makeBed, PORTAGE_VERSIONS } from './helpers/portage'
+import { alive, holdersOf, sleep, stevedStatus, tagged, waitForStatus, waitUntil } from './helpers/emerge'
+import { startGatedBuilds } from './helpers/gated'
+import { finished, PORTAGE_VERSIONS } from './helpers/portage'
 
 // Each real emerge takes 10-40 s on a shared 2-core machine; tap's default file limit is 300 s.
 t.setTimeout(900_000)
@@ -22,21 +21,10 @@ function recipeEnds(log: string): Array<{ name: string; end: number }> {
 for (const version of PORTAGE_VERSIONS) {
   for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
     t.test(`Portage ${version}: emerge ${signal}ed while 2 builds compile: every token comes back, none before the build process that used it is gone`, async (t) => {
-      const dir = tmpDir(t)
-      const steved = await startSteved(t, { jobs: 3, dir })
-      const tag = processTag(t)
-      const recipe = writeRecipe(dir)
-      const log = path.join(dir, 'recipes.log')
-      const go = path.join(dir, 'go')
-      const barrierDir = path.join(dir, 'barrier')
-      fs.mkdirSync(barrierDir)
       // 3 tokens: 2 held by the jobs, 1 free for one make. Both builds compile before emerge is
       // killed (3 recipes started: two implicit slots and the free token); the recipes then
       // wait for the gate.
-      const pkgs = ['k0', 'k1'].map((name) => ({ name, makefile: makefile({ prefix: name, n: 2, recipe, log, barrier: 3, barrierDir, gate: go, seconds: 0.3 }) }))
-      const bed = makeBed({ version, jobserver: steved, dir, tag, packages: pkgs })
-      const emerge = bed.emerge(t, ['--jobs=2', 'app-misc/k0', 'app-misc/k1'])
-      await waitUntil(() => fs.readdirSync(barrierDir).length >= 3, 'both builds to run recipes', 120_000)
+      const { steved, tag, log, go, pkgs, bed, emerge } = await startGatedBuilds(t, { version, names: ['k0', 'k1'], recipes: 2, barrier: 3, seconds: 0.3 })
       const makes = tagged(tag).filter((p) => p.argv[0] === 'make' || p.argv[0].endsWith('/make'))
       t.ok(makes.length >= 2, `2 makes run (${makes.map((m) => m.pid).join(' ')})`)
       const before = await stevedStatus(steved)

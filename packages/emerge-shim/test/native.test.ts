@@ -7,11 +7,10 @@
 //     environment (under make or stevie) its first job runs on that client's implicit slot,
 //     the one place where the build runs tokens + 1 jobs.
 import * as fs from 'node:fs'
-import * as path from 'node:path'
 import t from 'tap'
-import { startSteved, tmpDir } from '../../../test/helpers/steved'
-import { holdersOf, makefile, processTag, stevedStatus, waitForStatus, waitUntil, writeRecipe } from './helpers/emerge'
-import { finished, makeBed, type PortageVersion } from './helpers/portage'
+import { holdersOf, stevedStatus, waitForStatus } from './helpers/emerge'
+import { startGatedBuilds } from './helpers/gated'
+import { finished, type PortageVersion } from './helpers/portage'
 
 // Each real emerge takes 10-40 s on a shared 2-core machine; tap's default file limit is 300 s.
 t.setTimeout(900_000)
@@ -30,18 +29,7 @@ for (const { version, featuresToken, underMake } of variants) {
   const what = underMake ? ' with FEATURES=jobserver-token and MAKEFLAGS in its environment' : featuresToken ? ' with FEATURES=jobserver-token' : ', the README as written'
   const holds = underMake ? 'emerge holds one token for the second job, the first runs on the implicit slot' : `${native ? 'emerge' : 'the shim'} holds exactly one token per job`
   t.test(`Portage ${version}${what}: ${holds} while 2 builds compile`, async (t) => {
-    const dir = tmpDir(t)
-    const steved = await startSteved(t, { jobs: 3, dir })
-    const tag = processTag(t)
-    const recipe = writeRecipe(dir)
-    const log = path.join(dir, 'recipes.log')
-    const go = path.join(dir, 'go')
-    const barrierDir = path.join(dir, 'barrier')
-    fs.mkdirSync(barrierDir)
-    const pkgs = ['n0', 'n1'].map((name) => ({ name, makefile: makefile({ prefix: name, n: 1, recipe, log, barrier: 2, barrierDir, gate: go, seconds: 0.1 }) }))
-    const bed = makeBed({ version, jobserver: steved, dir, tag, packages: pkgs, featuresToken })
-    const emerge = bed.emerge(t, ['--jobs=2', 'app-misc/n0', 'app-misc/n1'], underMake ? { MAKEFLAGS: `--jobserver-auth=fifo:${steved.path}` } : {})
-    await waitUntil(() => fs.readdirSync(barrierDir).length === 2, 'both builds to compile', 120_000)
+    const { steved, go, pkgs, bed, emerge } = await startGatedBuilds(t, { version, featuresToken, names: ['n0', 'n1'], recipes: 1, barrier: 2, seconds: 0.1, underMake })
     const st = await stevedStatus(steved)
     const byEmerge = st.holders.find((h) => h.pid === emerge.pid)?.tokens ?? 0
     const shim = st.holders.filter((h) => h.cmdline.includes(' holder '))

@@ -5,11 +5,10 @@
 // steved); on 3.0.83
 // with FEATURES=jobserver-token emerge itself reports "Jobserver I/O failed, terminating".
 import * as fs from 'node:fs'
-import * as path from 'node:path'
 import t from 'tap'
-import { startSteved, tmpDir } from '../../../test/helpers/steved'
-import { makefile, processTag, sleep, tagged, waitUntil, writeRecipe } from './helpers/emerge'
-import { finished, makeBed, type PortageVersion } from './helpers/portage'
+import { sleep, tagged, waitUntil } from './helpers/emerge'
+import { startGatedBuilds } from './helpers/gated'
+import { finished, type PortageVersion } from './helpers/portage'
 
 // Each real emerge takes 10-40 s on a shared 2-core machine; tap's default file limit is 300 s.
 t.setTimeout(900_000)
@@ -21,19 +20,8 @@ const variants: Array<{ version: PortageVersion; featuresToken: boolean }> = [
 
 for (const { version, featuresToken } of variants) {
   t.test(`Portage ${version}${featuresToken ? ' with FEATURES=jobserver-token' : ', the README as written'}: steved killed while 2 builds compile: the builds fail, emerge exits 1, nothing is left`, async (t) => {
-    const dir = tmpDir(t)
-    const steved = await startSteved(t, { jobs: 3, dir })
-    const tag = processTag(t)
-    const recipe = writeRecipe(dir)
-    const log = path.join(dir, 'recipes.log')
-    const go = path.join(dir, 'go')
-    const barrierDir = path.join(dir, 'barrier')
-    fs.mkdirSync(barrierDir)
     // 3 recipes running (both builds compile), then each make wants its next token.
-    const pkgs = ['d0', 'd1'].map((name) => ({ name, makefile: makefile({ prefix: name, n: 3, recipe, log, barrier: 3, barrierDir, gate: go, seconds: 0.2 }) }))
-    const bed = makeBed({ version, jobserver: steved, dir, tag, packages: pkgs, featuresToken })
-    const emerge = bed.emerge(t, ['--jobs=2', 'app-misc/d0', 'app-misc/d1'])
-    await waitUntil(() => fs.readdirSync(barrierDir).length >= 3, 'both builds to compile', 120_000)
+    const { steved, tag, go, pkgs, bed, emerge } = await startGatedBuilds(t, { version, featuresToken, names: ['d0', 'd1'], recipes: 3, barrier: 3, seconds: 0.2 })
     steved.child.kill('SIGKILL')
     await sleep(500)
     fs.writeFileSync(go, '')
