@@ -8,6 +8,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import t, { type Test } from 'tap'
 
+import { waitUntil } from '../../../test/helpers/common'
 import { run } from '../../../test/helpers/proc'
 import { STEVED_BIN, isMounted, requireFuseRoot, startSteved, tmpDir, waitForStatus } from '../../../test/helpers/steved'
 
@@ -94,6 +95,9 @@ t.test('a broken stderr pipe costs log lines, not the daemon', async (t) => {
 
 t.test('-v logs what its help promises: start-up, process exits, reclaimed tokens', async (t) => {
   const s = await startSteved(t, { jobs: 2, args: ['-v'] })
+  // steved writes the start-up line to stderr just after the MAKEFLAGS line on stdout, which is
+  // what startSteved waits for: wait for it too.
+  await waitUntil(() => s.stderr().includes('started as pid'), 'the start-up line', 10_000).catch(() => undefined)
   t.match(s.stderr(), new RegExp(`^steved: started as pid ${s.pid} on ${s.path} \\(fuse\\); settings \\{"jobs":2`, 'm'), 'a start-up line with the settings')
   // A holder killed while it holds a token: its exit and the reclaim are logged.
   const h = spawn('bash', ['-c', 'exec 3<"$1"; read -r -N1 -u3 x && echo got && exec sleep 600', 'holder', s.path], { stdio: ['ignore', 'pipe', 'ignore'] })
