@@ -10,7 +10,7 @@ import { POOL_SETTINGS, configPatch, settingFromConfig } from './control/protoco
 import { defaultConfig, type PoolConfig } from './core'
 import { DEFAULT_DEV_NAME, DEFAULT_FUSE_PATH, type DaemonOptions, type Transport } from './options'
 import { StevedError } from './errors'
-import { minJobsProblem } from './rules'
+import { minJobsProblem } from './core'
 import { VERSION as VERSION_STRING } from './version'
 
 export { VERSION } from './version'

@@ -8,7 +8,7 @@ import * as TOML from '@iarna/toml'
 import { POOL_SETTINGS } from './control/protocol'
 import { checkOptionArg } from './cli'
 import { StevedError } from './errors'
-import { minJobsProblem } from './rules'
+import { minJobsProblem } from './core'
 
 export const DEFAULT_CONFIG_PATH = '/etc/steved.toml'
 /** A real configuration is well under 1 KiB; a bigger file is a mistake, and parsing it would stall token traffic. */

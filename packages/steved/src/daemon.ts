@@ -13,13 +13,13 @@ import { TokenServer } from './io/server'
 import { cuseDevice, fuseFile, pickTransport, type Endpoint, type StartInfo } from './io/transport'
 import { loadAddon, type Addon } from './native'
 import { settingFromConfig, settingOfField } from './control/protocol'
-import { StatusSnapshots, controlHandler } from './control/server'
+import { StatusSnapshots, controlPlane } from './control/server'
 import { formatReport } from './report'
 import { buildStatus, type ServerInfo, type Status } from './status'
 import { VERSION } from './version'
 
 import type { DaemonOptions } from './options'
-import { minJobsProblem } from './rules'
+import { minJobsProblem } from './core'
 
 export { DEFAULT_DEV_NAME, DEFAULT_FUSE_PATH, type DaemonOptions, type Transport } from './options'
 export { makeParents, mountPoints, pickTransport, type StartInfo } from './io/transport'
@@ -86,11 +86,6 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
     if (why) throw new StevedError('ERR_STEVED_USAGE', `--pressure-cgroup: ${why}`, 'pass a cgroup v2 directory (where cgroup2 is mounted, with PSI enabled), or leave it out to read /proc/pressure')
   }
   const pressure = new PressureReader(opts.pressureDir ?? DEFAULT_PRESSURE_DIR, (m) => log('warn', m))
-  const server = new TokenServer(opts.pool, { addon, log: (l, m) => log(l, m), pressure: (r) => pressure.read(r) })
-  const access = { mode: opts.mode, gid, groupSet: opts.group !== null }
-  const env = { addon, log, devDir, mountinfo: deps.mountinfo }
-  const endpoint: Endpoint = transport === 'fuse' ? fuseFile(opts.path, access, env) : cuseDevice(opts.devName, access, env)
-  const where = endpoint.where
   let adminGid = opts.adminGroup !== null ? groupId(opts.adminGroup) : null
   /** The pool settings the configuration (file and flags) asked for when last applied. */
   let fromFile: PoolConfig = { ...opts.pool }
@@ -106,12 +101,12 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
   const snapshots = new StatusSnapshots()
   const status = (): Status =>
     buildStatus(server.snapshot(), { ...info, adminGroup: adminGid, statusSnapshots: { count: snapshots.count, bytes: snapshots.bytes } }, (pid) => cmdlineOf(pid))
-  server.ioctlHandler = controlHandler(server, {
-    adminGid: () => adminGid,
-    snapshots,
-    statusJson: () => JSON.stringify(status()),
-    log: (m) => log('info', m),
-  })
+  const control = controlPlane({ adminGid: () => adminGid, snapshots, statusJson: () => JSON.stringify(status()) })
+  const server = new TokenServer(opts.pool, { addon, log: (l, m) => log(l, m), pressure: (r) => pressure.read(r), control })
+  const access = { mode: opts.mode, gid, groupSet: opts.group !== null }
+  const env = { addon, log, devDir, mountinfo: deps.mountinfo }
+  const endpoint: Endpoint = transport === 'fuse' ? fuseFile(opts.path, access, env) : cuseDevice(opts.devName, access, env)
+  const where = endpoint.where
   let stoppedResolve!: (why: string) => void
   const stopped = new Promise<string>((r) => (stoppedResolve = r))
   let down = false

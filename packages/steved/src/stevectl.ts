@@ -31,7 +31,7 @@ import {
 } from 'jobclient'
 
 import { renderDown, renderMetrics } from './control/metrics'
-import { minJobsProblem } from './rules'
+import { minJobsProblem } from './core'
 import { VERSION } from './version'
 
 export class CtlError extends Error {

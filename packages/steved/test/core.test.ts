@@ -3,7 +3,7 @@
 
 import t, { type Test } from 'tap'
 
-import { Pool, defaultConfig, type Effect, type Input, type PoolConfig } from '../src/core'
+import { Pool, defaultConfig, type Caller, type ControlRequest, type Effect, type Input, type PoolConfig } from '../src/core'
 
 type Dist<T> = T extends unknown ? Omit<T, 'now'> : never
 
@@ -11,6 +11,11 @@ type Dist<T> = T extends unknown ? Omit<T, 'now'> : never
 function withAncestries(pool: Pool, input: Input, ancestry: (pid: number) => number[]): Input {
   const wanted = pool.ancestryWanted(input)
   return wanted.length > 0 ? ({ ...input, ancestries: Object.fromEntries(wanted.map((pid) => [pid, ancestry(pid)])) } as Input) : input
+}
+
+/** Root asking, through the control protocol, to put the tree of `root` into group `name`. */
+function rootJoin(req: number, name: string, root: number, limit: number | null): Extract<Input, { kind: 'control' }> {
+  return { kind: 'control', req, caller: { pid: 1, uid: 0, admin: true }, request: { op: 'join', name, root, limit, rootOwner: 0 }, now: 0 }
 }
 
 class Sim {
@@ -49,7 +54,7 @@ class Sim {
         if (e.count > (this.tally.get(pid) ?? 0)) this.early.add(pid)
         this.tally.set(pid, (this.tally.get(pid) ?? 0) - e.count)
       }
-      if (e.kind === 'reply-token' || e.kind === 'reply-error' || e.kind === 'reply-write' || e.kind === 'reply-poll') {
+      if (e.kind === 'reply-token' || e.kind === 'reply-error' || e.kind === 'reply-write' || e.kind === 'reply-poll' || e.kind === 'reply-control') {
         this.t.notOk(this.replies.has(e.req), `request ${e.req} answered once`)
         this.replies.set(e.req, e)
       }
@@ -444,13 +449,68 @@ t.test('exits are logged as effects, saying what was reclaimed', (t) => {
   t.end()
 })
 
+t.test('control requests: the core decides who may do what from the caller the input carries', (t) => {
+  // docs/control.md: anyone may read; settings change for admins only; a group belongs to the
+  // uid that made it. The io layer only says who asks (uid, admin or not) and whom a root
+  // belongs to; every decision and its log line come from the pool.
+  const ROOT: Caller = { pid: 1, uid: 0, admin: true }
+  const ALICE: Caller = { pid: 100, uid: 1000, admin: false }
+  const BOB: Caller = { pid: 200, uid: 1001, admin: false }
+  const parents: Record<number, number> = { 101: 100, 201: 200 }
+  const s = new Sim({ jobs: 4 }, t, (pid) => (parents[pid] ? [pid, parents[pid]] : [pid]))
+  let req = 5000
+  const ask = (caller: Caller, request: ControlRequest): { reply: string; logs: string[] } => {
+    const r = req++
+    const effects = s.send({ kind: 'control', req: r, caller, request })
+    const reply = effects.find((e) => (e.kind === 'reply-control' || e.kind === 'reply-error') && e.req === r)
+    const logs = effects.flatMap((e) => (e.kind === 'log' ? [e.text] : []))
+    if (!reply) throw new Error(`request ${r} not answered`)
+    return { reply: reply.kind === 'reply-error' ? reply.errno : reply.value === undefined ? 'done' : `value ${reply.value}`, logs }
+  }
+  const join = (name: string, root: number, limit: number | null, rootOwner: number | null): ControlRequest => ({ op: 'join', name, root, limit, rootOwner })
+  const set = (patch: Partial<PoolConfig>, setting: string, value: number | null): ControlRequest => ({ op: 'set', patch, setting, value })
+
+  t.same(ask(ALICE, { op: 'get', what: 'jobs' }), { reply: 'value 4', logs: [] }, 'anyone may read a setting')
+  t.same(ask(ALICE, { op: 'get', what: 'free' }).reply, 'value 4', 'and a count')
+  t.same(ask(ALICE, set({ jobs: 8 }, 'jobs', 8)), { reply: 'EPERM', logs: [] }, 'a user may not change a setting')
+  t.equal(s.pool.config.jobs, 4)
+  t.same(ask(ROOT, set({ minJobs: 5 }, 'min-jobs', 5)), { reply: 'EINVAL', logs: [] }, 'min-jobs over jobs is refused, not clamped')
+  t.equal(s.pool.config.minJobs, 1)
+  t.same(ask(ROOT, set({ jobs: 6 }, 'jobs', 6)), { reply: 'done', logs: ['pid 1 (uid 0) set jobs to 6'] }, 'an admin may')
+  t.equal(s.pool.config.jobs, 6)
+  t.same(ask(ROOT, set({ loadAverage: null }, 'load-average', null)).logs, ['pid 1 (uid 0) set load-average to none'])
+
+  t.same(ask(ALICE, join('a', 999, 2, null)).reply, 'ESRCH', 'a root that does not exist')
+  t.same(ask(ALICE, join('a', 200, 2, 1001)).reply, 'EPERM', "a user may not group another user's process")
+  t.same(ask(ALICE, join('a', 100, 2, 1000)), { reply: 'done', logs: ['pid 100 (uid 1000) put the tree of pid 100 into group a (limit 2)'] }, 'but may group their own')
+  t.match(s.pool.snapshot().groups, [{ name: 'a', owner: 1000, limit: 2, roots: [100] }])
+  t.same(ask(BOB, join('a', 200, 2, 1001)).reply, 'EPERM', "nor join a group someone else owns")
+  t.same(ask(ALICE, join('b', 101, 4, 1000)).reply, 'done', "a user may move their own process out of their own group")
+  t.same(ask(ALICE, join('a', 101, 2, 1000)).reply, 'done', 'and back')
+  t.same(ask(ROOT, join('r', 201, 1, 1001)).reply, 'done', "root puts bob's child into a group of root's")
+  t.same(ask(BOB, join('b2', 201, 4, 1001)).reply, 'EPERM', "bob may not move his process out of root's group")
+  t.same(ask(BOB, { op: 'remove', name: 'r' }).reply, 'EPERM', "nor dissolve root's group")
+  t.same(ask(BOB, { op: 'remove', name: 'nope' }).reply, 'ENOENT', 'an unknown group')
+
+  // Squatting: bob makes a group under a name root will use; root's join of alice's tree starts it afresh.
+  t.same(ask(BOB, join('portage', 200, 1, 1001)).reply, 'done')
+  t.same(ask(ROOT, join('portage', 100, 3, 1000)).logs, [
+    'group portage of uid 1001 dissolved: pid 1 (uid 0) starts it afresh',
+    'pid 1 (uid 0) put the tree of pid 100 into group portage (limit 3)',
+  ])
+  t.match(s.pool.snapshot().groups.find((g) => g.name === 'portage'), { owner: 0, limit: 3, roots: [100] }, "bob's root is no longer in it")
+  t.same(ask(ALICE, { op: 'remove', name: 'b' }), { reply: 'done', logs: ['pid 100 (uid 1000) dissolved group b'] }, 'the owner may dissolve their group')
+  t.same(ask(ROOT, { op: 'remove', name: 'r' }).reply, 'done', 'root may dissolve any')
+  t.end()
+})
+
 t.test('ancestry is asked for only where group membership is decided', (t) => {
   const pool = new Pool({ ...defaultConfig(2) })
   const read = (pid: number): Extract<Input, { kind: 'read' }> => ({ kind: 'read', req: 1, fh: 1, pid, nonblock: true, now: 0 })
   t.same(pool.ancestryWanted(read(10)), [], 'no groups: nothing to look up')
   pool.handle({ kind: 'open', fh: 1, pid: 10, now: 0 })
   pool.handle({ kind: 'open', fh: 2, pid: 0, now: 0 })
-  const join: Extract<Input, { kind: 'group-join' }> = { kind: 'group-join', name: 'g', root: 20, limit: 1, now: 0 }
+  const join = rootJoin(9, 'g', 20, 1)
   t.same(pool.ancestryWanted(join).sort(), [10, 20], 'a join: the root and every known process (not pid 0)')
   // 30 descends from 20; the join is told so, and the process is placed by what the input says.
   pool.handle({ ...join, ancestries: { 10: [10, 1], 20: [20, 1] } })
@@ -540,7 +600,7 @@ t.test('a process group shares one cap; others are not held back; the group ends
     return out
   }
   const s = new Sim({ jobs: 5 }, t, ancestry)
-  s.send({ kind: 'group-join', name: 'www-client/chromium', root: 10, limit: 2 })
+  s.send(rootJoin(1000, 'www-client/chromium', 10, 2))
   t.ok(s.got(s.read(11, 1)))
   t.ok(s.got(s.read(12, 2)))
   const capped = s.read(11, 1)
@@ -576,7 +636,7 @@ t.test('per-request cost does not grow with the number of capped waiters (issue 
     })
     try {
       let req = 1
-      handle({ kind: 'group-join', name: 'cap', root: 500, limit: 1, now: 0 })
+      handle(rootJoin(0, 'cap', 500, 1))
       handle({ kind: 'read', req: req++, fh: 1, pid: 500, nonblock: false, now: 0 })
       for (let i = 0; i < waiters; i++) handle({ kind: 'read', req: req++, fh: 2, pid: 1000 + i, nonblock: false, now: 0 })
       t.equal(pool.snapshot().waiters.length, waiters, `${waiters} capped waiters parked`)

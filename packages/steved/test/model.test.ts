@@ -25,7 +25,7 @@
 import * as fc from 'fast-check'
 import t, { type Test } from 'tap'
 
-import { Pool, defaultConfig, type Effect, type Input, type PoolConfig } from '../src/core'
+import { Pool, defaultConfig, type Caller, type Effect, type Input, type PoolConfig } from '../src/core'
 
 type Dist<T> = T extends unknown ? Omit<T, 'now'> : never
 type Step = Dist<Input>
@@ -86,6 +86,8 @@ const describe = (e: Effect): string => {
       return `wrote ${e.count}`
     case 'reply-poll':
       return e.readable ? 'POLLIN' : 'no POLLIN'
+    case 'reply-control':
+      return e.value === undefined ? 'done' : `value ${e.value}`
     default:
       return e.kind
   }
@@ -118,6 +120,9 @@ export class World {
   private overdraft = false
   private readonly answered = new Set<number>()
   private nextReq = 1
+  newReq(): number {
+    return this.nextReq++
+  }
   private nextFh = 1
   readonly counters = { granted: 0, returned: 0, reclaimed: 0, enospc: 0, interrupts: 0, eagain: 0, reservationsExpired: 0 }
   /** How hard a run pushed the adversarial paths: most capped waiters at once, early returns dropped. */
@@ -375,24 +380,27 @@ export class World {
         this.cfg = { ...this.cfg, ...input.patch }
         this.dispatch(exp)
         break
-      case 'group-join': {
-        let g = this.groups.get(input.name)
-        if (!g) {
-          g = { limit: input.limit, roots: new Set() }
-          this.groups.set(input.name, g)
-        }
-        g.limit = input.limit
-        for (const [n, o] of this.groups) if (n !== input.name) o.roots.delete(input.root)
-        g.roots.add(input.root)
-        // The root is watched from now on, so the group ends with it.
-        this.ensureProc(input.root, exp)
+      case 'control': {
+        // The model drives groups only, as root (an admin: every join is allowed and the group is root's).
+        const r = input.request
+        if (r.op === 'join') {
+          let g = this.groups.get(r.name)
+          if (!g) {
+            g = { limit: r.limit, roots: new Set() }
+            this.groups.set(r.name, g)
+          }
+          g.limit = r.limit
+          for (const [n, o] of this.groups) if (n !== r.name) o.roots.delete(r.root)
+          g.roots.add(r.root)
+          // The root is watched from now on, so the group ends with it.
+          this.ensureProc(r.root, exp)
+          exp.reply(input.req, 'done')
+        } else if (r.op === 'remove') {
+          exp.reply(input.req, this.groups.delete(r.name) ? 'done' : 'ENOENT')
+        } else throw new Error(`model bug: ${r.op} requests are not generated`)
         this.dispatch(exp)
         break
       }
-      case 'group-remove':
-        this.groups.delete(input.name)
-        this.dispatch(exp)
-        break
     }
   }
 
@@ -420,7 +428,7 @@ export class World {
     const notify = new Set<number>()
     const watch = new Set<number>()
     for (const e of effects) {
-      if (e.kind === 'reply-token' || e.kind === 'reply-error' || e.kind === 'reply-write' || e.kind === 'reply-poll') {
+      if (e.kind === 'reply-token' || e.kind === 'reply-error' || e.kind === 'reply-write' || e.kind === 'reply-poll' || e.kind === 'reply-control') {
         if (replies.has(e.req) || this.answered.has(e.req)) this.fail(`request #${e.req} answered twice (${describe(e)})`)
         replies.set(e.req, describe(e))
         this.answered.add(e.req)
@@ -715,12 +723,15 @@ class SpuriousTick implements Cmd {
   toString = (): string => 'tick()'
 }
 
+/** Groups are made through the control protocol, by root. */
+const ROOT: Caller = { pid: 1, uid: 0, admin: true }
+
 /** Put a process into a capped group (a user parking waiters under a cap of their own). */
 class GroupJoin implements Cmd {
   constructor(readonly name: string, readonly root: number, readonly limit: number | null) {}
   check = (): boolean => this.root !== 0
   run(w: World): void {
-    w.feed({ kind: 'group-join', name: this.name, root: this.root, limit: this.limit })
+    w.feed({ kind: 'control', req: w.newReq(), caller: ROOT, request: { op: 'join', name: this.name, root: this.root, limit: this.limit, rootOwner: 0 } })
   }
   toString = (): string => `groupJoin(${this.name}, ${this.root}, ${this.limit ?? 'none'})`
 }
@@ -729,7 +740,7 @@ class GroupRemove implements Cmd {
   constructor(readonly name: string) {}
   check = (): boolean => true
   run(w: World): void {
-    w.feed({ kind: 'group-remove', name: this.name })
+    w.feed({ kind: 'control', req: w.newReq(), caller: ROOT, request: { op: 'remove', name: this.name } })
   }
   toString = (): string => `groupRemove(${this.name})`
 }

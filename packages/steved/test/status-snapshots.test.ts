@@ -1,6 +1,6 @@
 // The status snapshot store behind STEVED_IOC_STATUS (issue 14, item 1), as pure logic: the
-// control handler over a stand-in for the token server (it needs only onExit, the pool's group
-// look-ups and a clock-free status text). Many readers that never finish, from one user or many,
+// control plane on its own (status chunks are answered without the pool; it needs only a
+// clock-free status text, and is told of exits). Many readers that never finish, from one user or many,
 // must not grow the store past its caps, and a reader that does finish always reassembles
 // exactly the document it started (or is told ESTALE and starts over).
 
@@ -8,18 +8,15 @@ import * as os from 'node:os'
 import t from 'tap'
 
 import { STATUS_CHUNK_SIZE, STATUS_HEADER, STEVED_IOC_STATUS } from '../src/control/protocol'
-import { STATUS_SNAPSHOTS_PER_UID, STATUS_SNAPSHOT_BYTES, StatusSnapshots, controlHandler } from '../src/control/server'
-import type { TokenServer } from '../src/io/server'
+import { STATUS_SNAPSHOTS_PER_UID, STATUS_SNAPSHOT_BYTES, StatusSnapshots, controlPlane } from '../src/control/server'
 
 const E = os.constants.errno
 
 function setup(docSize: (i: number) => number) {
-  let exit: (pid: number) => void = () => {}
-  const fake = { onExit: (fn: (pid: number) => void) => (exit = fn), pool: { groupInfo: () => null, groupOfProcess: () => null } }
   let version = 0
   let built = 0
   const snapshots = new StatusSnapshots()
-  const handler = controlHandler(fake as unknown as TokenServer, {
+  const plane = controlPlane({
     adminGid: () => null,
     snapshots,
     statusJson: () => {
@@ -31,13 +28,14 @@ function setup(docSize: (i: number) => number) {
   const chunk = (pid: number, uid: number, offset: number) => {
     const input = Buffer.alloc(STATUS_CHUNK_SIZE)
     input.writeUInt32LE(offset, 0)
-    const r = handler({ cmd: STEVED_IOC_STATUS, pid, uid, gid: uid, input, outSize: STATUS_CHUNK_SIZE })
+    const r = plane.decode({ cmd: STEVED_IOC_STATUS, pid, uid, gid: uid, input, outSize: STATUS_CHUNK_SIZE })
     if ('errno' in r) return { errno: r.errno }
+    if (!('result' in r)) throw new Error('a status chunk went to the pool')
     const total = r.data!.readUInt32LE(0)
     const n = r.data!.readUInt32LE(4)
     return { total, bytes: r.data!.subarray(STATUS_HEADER, STATUS_HEADER + n) }
   }
-  return { snapshots, chunk, exit: (pid: number) => exit(pid), built: () => built }
+  return { snapshots, chunk, exit: (pid: number) => plane.exited(pid), built: () => built }
 }
 
 t.test('readers that stop after chunk 0 are capped per uid and in bytes, however many there are', async (t) => {

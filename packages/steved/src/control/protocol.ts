@@ -35,7 +35,8 @@ export {
   type GroupRequest,
 } from 'jobclient'
 
-function daemonSide(def: SettingDef) {
+/** Where a writable setting lives in the pool configuration, and the factor from its unit to the field's. */
+export function poolField(def: SettingDef) {
   const d = POOL_SETTINGS.find((p) => p.key === def.key)
   if (!d) throw new Error(`${def.name} is not a pool setting`)
   return d.daemon as typeof d.daemon & { field: keyof PoolConfig }
@@ -43,14 +44,14 @@ function daemonSide(def: SettingDef) {
 
 /** The pool-config value behind a writable setting, in the setting's unit (null = none). */
 export function settingFromConfig(def: SettingDef, c: PoolConfig): number | null {
-  const d = daemonSide(def)
+  const d = poolField(def)
   const v = c[d.field]
   return v === null ? null : v / d.scale
 }
 
 /** The pool-config patch that sets `def` to `value`. */
 export function configPatch(def: SettingDef, value: number | null): Partial<PoolConfig> {
-  const d = daemonSide(def)
+  const d = poolField(def)
   return { [d.field]: value === null ? null : value * d.scale }
 }
 

@@ -1,11 +1,12 @@
-// Server side of the control ioctls: read settings and status (anyone who can open the file),
-// change settings (root, or a member of the admin group).
+// Server side of the control ioctls: decoding them and checking their form. What they ask of
+// the pool (read a setting, change one, put a process tree into a group) goes to the core as a
+// `control` input, which decides who may do it (core/pool.ts onControl); status documents are
+// served here, in chunks, from bounded snapshots.
 
-import * as fs from 'node:fs'
 import * as os from 'node:os'
 
-import { uidOf } from '../io/procfs'
-import type { IoctlHandler, IoctlRequest, TokenServer } from '../io/server'
+import type { Reading } from '../core'
+import type { ControlDecoded, ControlPlane, IoctlRequest } from '../io/server'
 import {
   STATUS_CHUNK_SIZE,
   STATUS_HEADER,
@@ -23,10 +24,9 @@ import {
   decodeSetting,
   encodeSetting,
   settingByKey,
-  settingFromConfig,
+  poolField,
   validateSetting,
 } from './protocol'
-import { minJobsProblem } from '../rules'
 
 const E = os.constants.errno
 
@@ -96,75 +96,34 @@ export interface ControlOptions {
   statusJson: () => string
   /** Where snapshots of it are kept while they are read (a fresh store when absent). */
   snapshots?: StatusSnapshots
-  log?: (msg: string) => void
-  procRoot?: string
 }
 
-/** Groups of a process (primary and supplementary), from /proc: FUSE passes only the fsgid. */
-function groupsOf(pid: number, procRoot: string): number[] {
-  try {
-    const st = fs.readFileSync(`${procRoot}/${pid}/status`, 'latin1')
-    const gid = /^Gid:\s+\d+\s+(\d+)/m.exec(st)
-    const groups = /^Groups:\s*(.*)$/m.exec(st)
-    return [...(gid ? [Number(gid[1])] : []), ...(groups ? groups[1].trim().split(/\s+/).filter(Boolean).map(Number) : [])]
-  } catch {
-    return []
-  }
-}
+/** The counts a GET reads, by setting name; the writable settings read the pool configuration. */
+const COUNTS: Record<string, Reading> = { tokens: 'free', held: 'held', reserved: 'reserved', waiters: 'waiters' }
 
-export function controlHandler(server: TokenServer, opts: ControlOptions): IoctlHandler {
-  const procRoot = opts.procRoot ?? '/proc'
+export function controlPlane(opts: ControlOptions): ControlPlane {
   const snapshots = opts.snapshots ?? new StatusSnapshots()
-  server.onExit((pid) => snapshots.drop(pid))
 
-  const mayChange = (req: IoctlRequest): boolean => {
-    if (req.uid === 0) return true
-    const admin = opts.adminGid()
-    if (admin === null) return false
-    return req.gid === admin || groupsOf(req.pid, procRoot).includes(admin)
-  }
-
-  return (req) => {
+  const decode = (req: IoctlRequest): ControlDecoded => {
     switch (req.cmd) {
       case STEVED_IOC_GET: {
         if (req.input.length < 16) return { errno: E.EINVAL }
         const { key } = decodeSetting(req.input)
         const def = settingByKey(key)
         if (!def) return { errno: E.EINVAL }
-        const snap = server.snapshot()
-        let value: number | null
-        switch (def.name) {
-          case 'tokens':
-            value = snap.free
-            break
-          case 'held':
-            value = snap.held
-            break
-          case 'reserved':
-            value = snap.reserved
-            break
-          case 'waiters':
-            value = snap.waiters.length
-            break
-          case 'admin-group':
-            value = opts.adminGid()
-            break
-          default:
-            value = settingFromConfig(def, snap.config)
-        }
-        return { result: 0, data: encodeSetting(key, value) }
+        // The admin group is steved's, not the pool's: answered here.
+        if (def.name === 'admin-group') return { result: 0, data: encodeSetting(key, opts.adminGid()) }
+        const count = COUNTS[def.name]
+        if (count !== undefined) return { request: { op: 'get', what: count }, encode: (v) => encodeSetting(key, v) }
+        const { field, scale } = poolField(def)
+        return { request: { op: 'get', what: field }, encode: (v) => encodeSetting(key, v === null ? null : v / scale) }
       }
       case STEVED_IOC_SET: {
         if (req.input.length < 16) return { errno: E.EINVAL }
         const { key, value } = decodeSetting(req.input)
         const def = settingByKey(key)
         if (!def || validateSetting(def, value) !== null) return { errno: E.EINVAL }
-        if (!mayChange(req)) return { errno: E.EPERM }
-        const next = { ...server.snapshot().config, ...configPatch(def, value) }
-        if (minJobsProblem(next.minJobs, next.jobs) !== null) return { errno: E.EINVAL }
-        server.configure(configPatch(def, value))
-        opts.log?.(`pid ${req.pid} (uid ${req.uid}) set ${def.name} to ${value ?? 'none'}`)
-        return { result: 0 }
+        return { request: { op: 'set', patch: configPatch(def, value), setting: def.name, value } }
       }
       case STEVED_IOC_GROUP: {
         if (req.input.length < GROUP_SIZE) return { errno: E.EINVAL }
@@ -172,37 +131,9 @@ export function controlHandler(server: TokenServer, opts: ControlOptions): Ioctl
         if (req.input.indexOf(0, 24) < 0 || req.input.indexOf(0, 24) > 24 + GROUP_NAME_MAX) return { errno: E.EINVAL }
         const g = decodeGroup(req.input)
         if (!g.name || (g.limit !== null && !(Number.isInteger(g.limit) && g.limit >= 1 && g.limit <= MAX_TOKENS))) return { errno: E.EINVAL }
-        // Ownership (docs/control.md): a group belongs to the uid that created it; only that uid
-        // or an admin (root, the admin group) may join trees to it, change its limit or dissolve
-        // it. Users move only their own processes, and never out of a group someone else owns.
-        const admin = mayChange(req)
-        if (g.op === GROUP_OP_JOIN) {
-          const owner = uidOf(g.pid, procRoot)
-          if (owner === null) return { errno: E.ESRCH }
-          const target = server.pool.groupInfo(g.name)
-          if (!admin) {
-            if (owner !== req.uid) return { errno: E.EPERM }
-            if (target && target.owner !== req.uid) return { errno: E.EPERM }
-            const current = server.groupOfProcess(g.pid)
-            if (current && current.owner !== req.uid) return { errno: E.EPERM }
-          } else if (target && target.owner !== 0 && target.owner !== req.uid && target.owner !== owner) {
-            // An admin brings another uid's processes into a group a user made: start it afresh,
-            // so nobody can squat a name an admin will use and have their trees eat its cap.
-            server.group(g.name, null, null)
-            opts.log?.(`group ${g.name} of uid ${target.owner} dissolved: pid ${req.pid} (uid ${req.uid}) starts it afresh`)
-          }
-          server.group(g.name, g.pid, g.limit, req.uid)
-          opts.log?.(`pid ${req.pid} (uid ${req.uid}) put the tree of pid ${g.pid} into group ${g.name} (limit ${g.limit ?? 'none'})`)
-          return { result: 0 }
-        }
-        if (g.op === GROUP_OP_REMOVE) {
-          const known = server.pool.groupInfo(g.name)
-          if (!known) return { errno: E.ENOENT }
-          if (!admin && known.owner !== req.uid) return { errno: E.EPERM }
-          server.group(g.name, null, null)
-          opts.log?.(`pid ${req.pid} (uid ${req.uid}) dissolved group ${g.name}`)
-          return { result: 0 }
-        }
+        // The root's owner is looked up by the io layer (it is a /proc read): rootOwner is filled there.
+        if (g.op === GROUP_OP_JOIN) return { request: { op: 'join', name: g.name, root: g.pid, limit: g.limit, rootOwner: null } }
+        if (g.op === GROUP_OP_REMOVE) return { request: { op: 'remove', name: g.name } }
         return { errno: E.EINVAL }
       }
       case STEVED_IOC_STATUS: {
@@ -229,4 +160,6 @@ export function controlHandler(server: TokenServer, opts: ControlOptions): Ioctl
         return { errno: E.ENOTTY }
     }
   }
+
+  return { decode, adminGid: opts.adminGid, exited: (pid) => snapshots.drop(pid) }
 }

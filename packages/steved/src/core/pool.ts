@@ -2,12 +2,16 @@
 // reservations for pollers, and admission by load, memory, pressure and per-process caps.
 //
 // It is a plain state machine: `handle(input)` returns the effects the transport must carry
-// out. It never reads a clock or a file and calls nothing outside itself; time, samples and
-// process ancestry arrive as inputs, and even its log lines leave as effects.
+// out. It never reads a clock or a file and calls nothing outside itself; time, samples,
+// process ancestry and who a control request comes from arrive as inputs, and replies to
+// control requests and even its log lines leave as effects.
 
+import { minJobsProblem } from './rules'
 import {
   DEFAULT_RESERVATION_EXPIRY_MS,
   type Ancestries,
+  type Caller,
+  type ControlRequest,
   type Counters,
   type Effect,
   type Input,
@@ -15,7 +19,9 @@ import {
   type PoolSnapshot,
   type PressureResource,
   type PressureSample,
+  type Reading,
   type WaitReason,
+  type ErrnoName,
 } from './types'
 import { WaitQueue, type Waiter } from './waitqueue'
 
@@ -163,9 +169,10 @@ export class Pool {
       case 'poll':
       case 'write':
         return this.groupRoots.size > 0 && input.pid !== 0 && !this.procs.has(input.pid) ? [input.pid] : []
-      case 'group-join': {
+      case 'control': {
+        if (input.request.op !== 'join') return []
         const pids = new Set(this.procs.keys())
-        pids.add(input.root)
+        pids.add(input.request.root)
         pids.delete(0)
         return [...pids]
       }
@@ -216,25 +223,14 @@ export class Pool {
         this.sample = { load1: input.load1, memAvailMiB: input.memAvailMiB, pressure: input.pressure ?? null, at: input.now }
         this.dispatch(input.now, out)
         break
-      case 'configure': {
-        const limit = this.cfg.perProcessLimit
-        this.cfg = { ...this.cfg, ...input.patch }
-        if (this.cfg.perProcessLimit !== limit) this.queue.reset()
+      case 'configure':
+        this.configure(input.patch)
         this.dispatch(input.now, out)
         break
-      }
-        break
-      case 'group-join':
-        this.onGroupJoin(input.name, input.root, input.limit, input.owner ?? 0, out, input.ancestries)
-        this.regroup()
+      case 'control':
+        this.onControl(input.req, input.caller, input.request, out, input.ancestries)
         this.dispatch(input.now, out)
         break
-      case 'group-remove': {
-        const g = this.groups.get(input.name)
-        if (g) this.dissolve(g)
-        this.dispatch(input.now, out)
-        break
-      }
     }
     this.afterEvent(input.now, out)
     return out
@@ -315,6 +311,83 @@ export class Pool {
     this.dispatch(now, out)
   }
 
+  private configure(patch: Partial<PoolConfig>): void {
+    const limit = this.cfg.perProcessLimit
+    this.cfg = { ...this.cfg, ...patch }
+    if (this.cfg.perProcessLimit !== limit) this.queue.reset()
+  }
+
+  // --- control requests ----------------------------------------------------
+
+  /**
+   * Answer a control request. Who may do what (docs/control.md): anyone who can open the pool
+   * may read; settings change for admins only (root, the admin group). A group belongs to the
+   * uid that created it: only that uid or an admin may join trees to it, change its limit or
+   * dissolve it. Users move only their own processes, and never out of a group someone else owns.
+   */
+  private onControl(req: number, caller: Caller, request: ControlRequest, out: Effect[], ancestries?: Ancestries): void {
+    const refuse = (errno: ErrnoName): void => void out.push({ kind: 'reply-error', req, errno })
+    const who = `pid ${caller.pid} (uid ${caller.uid})`
+    switch (request.op) {
+      case 'get':
+        out.push({ kind: 'reply-control', req, value: this.reading(request.what) })
+        return
+      case 'set': {
+        if (!caller.admin) return refuse('EPERM')
+        const next = { ...this.cfg, ...request.patch }
+        if (minJobsProblem(next.minJobs, next.jobs) !== null) return refuse('EINVAL')
+        this.configure(request.patch)
+        out.push({ kind: 'log', level: 'info', text: `${who} set ${request.setting} to ${request.value ?? 'none'}` })
+        break
+      }
+      case 'join': {
+        const { name, root, limit, rootOwner } = request
+        if (rootOwner === null) return refuse('ESRCH')
+        const target = this.groups.get(name)
+        if (!caller.admin) {
+          if (rootOwner !== caller.uid) return refuse('EPERM')
+          if (target && target.owner !== caller.uid) return refuse('EPERM')
+          const current = this.groupOfProcess(root, ancestries?.[root])
+          if (current && current.owner !== caller.uid) return refuse('EPERM')
+        } else if (target && target.owner !== 0 && target.owner !== caller.uid && target.owner !== rootOwner) {
+          // An admin brings another uid's processes into a group a user made: start it afresh,
+          // so nobody can squat a name an admin will use and have their trees eat its cap.
+          this.dissolve(target)
+          out.push({ kind: 'log', level: 'info', text: `group ${name} of uid ${target.owner} dissolved: ${who} starts it afresh` })
+        }
+        this.onGroupJoin(name, root, limit, caller.uid, out, ancestries)
+        this.regroup()
+        out.push({ kind: 'log', level: 'info', text: `${who} put the tree of pid ${root} into group ${name} (limit ${limit ?? 'none'})` })
+        break
+      }
+      case 'remove': {
+        const g = this.groups.get(request.name)
+        if (!g) return refuse('ENOENT')
+        if (!caller.admin && g.owner !== caller.uid) return refuse('EPERM')
+        this.dissolve(g)
+        out.push({ kind: 'log', level: 'info', text: `${who} dissolved group ${request.name}` })
+        break
+      }
+    }
+    out.push({ kind: 'reply-control', req })
+  }
+
+  /** What a GET reads. */
+  private reading(what: Reading): number | null {
+    switch (what) {
+      case 'free':
+        return this.free
+      case 'held':
+        return this.heldTotal
+      case 'reserved':
+        return this.reservations.size
+      case 'waiters':
+        return this.queue.size
+      default:
+        return this.cfg[what]
+    }
+  }
+
   private onGroupJoin(name: string, root: number, limit: number | null, owner: number, out: Effect[], ancestries?: Ancestries): void {
     let g = this.groups.get(name)
     if (!g) {
@@ -332,19 +405,14 @@ export class Pool {
     for (const p of this.procs.values()) p.group = this.groupOf(p.pid, ancestries)
   }
 
-  /** A group by name: its limit and owner (for the control layer's permission checks). */
-  groupInfo(name: string): { name: string; limit: number | null; owner: number } | null {
-    const g = this.groups.get(name)
-    return g ? { name: g.name, limit: g.limit, owner: g.owner } : null
-  }
-
   /**
    * The group a process belongs to now (known or not), by its nearest registered root;
    * `ancestry` is the process's own (itself first), which an unknown process is judged by.
    */
   groupOfProcess(pid: number, ancestry: readonly number[] = [pid]): { name: string; limit: number | null; owner: number } | null {
     const name = this.procs.get(pid)?.group ?? this.groupOf(pid, { [pid]: ancestry })
-    return name === null ? null : this.groupInfo(name)
+    const g = name === null ? undefined : this.groups.get(name)
+    return g ? { name: g.name, limit: g.limit, owner: g.owner } : null
   }
 
   /** The group of the nearest registered root among a process and its ancestors. */

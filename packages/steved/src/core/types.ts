@@ -35,8 +35,39 @@ export type PressureSample = Record<PressureResource, number | null>
 
 export const DEFAULT_RESERVATION_EXPIRY_MS = 1000
 
-/** The errors the policy answers with. The io layer maps them to errno values. */
-export type ErrnoName = 'EAGAIN' | 'EINTR' | 'ENOSPC'
+/**
+ * The errors the policy answers with. The io layer maps them to errno values. EPERM, EINVAL,
+ * ESRCH and ENOENT answer control requests only.
+ */
+export type ErrnoName = 'EAGAIN' | 'EINTR' | 'ENOSPC' | 'EPERM' | 'EINVAL' | 'ESRCH' | 'ENOENT'
+
+/**
+ * Who sent a control request, as the io layer found out before handing the request in: the
+ * pool decides who may do what (docs/control.md) but never looks anyone up itself.
+ */
+export interface Caller {
+  pid: number
+  uid: number
+  /** Root, or a member of the admin group: may change settings and every group. */
+  admin: boolean
+}
+
+/** What a GET can read: a setting of the pool, or one of its counts. */
+export type Reading = keyof PoolConfig | 'free' | 'held' | 'reserved' | 'waiters'
+
+/** A control request (the ioctls of docs/control.md, decoded and checked for form by the control layer). */
+export type ControlRequest =
+  | { op: 'get'; what: Reading }
+  /** Change settings (admins only). `setting` and `value` are the caller's words, for the log line. */
+  | { op: 'set'; patch: Partial<PoolConfig>; setting: string; value: number | null }
+  /**
+   * Put the process tree under `root` into the group `name` (created if new) with at most
+   * `limit` tokens held + reserved by all its members together (null: no cap). `rootOwner` is
+   * the uid `root` runs as, or null when there is no such process. The group is the caller's.
+   */
+  | { op: 'join'; name: string; root: number; limit: number | null; rootOwner: number | null }
+  /** Dissolve a group: its members become ordinary processes again. */
+  | { op: 'remove'; name: string }
 
 /**
  * Events from a transport. `pid` is always a process id (TGID), never a thread id; 0 means
@@ -54,18 +85,14 @@ export type Input =
   | { kind: 'tick'; now: number }
   /** A machine sample; `pressure` only when a pressure limit is set (absent: none known). */
   | { kind: 'sample'; load1: number; memAvailMiB: number; pressure?: PressureSample; now: number }
+  /** steved's own change of settings (its configuration file on SIGHUP): trusted, no reply. */
   | { kind: 'configure'; patch: Partial<PoolConfig>; now: number }
   /**
-   * Put the process tree under `root` into the group `name` (created if new) with at most
-   * `limit` tokens held + reserved by all its members together (null: no cap). Processes
-   * already known are re-examined; later ones join when first seen. `owner` is the uid that
-   * created the group or, when an admin joined it, that admin; default 0 (the control layer decides who
-   * may do what; the pool only records it). `ancestries` covers the root and every process the
-   * pool knows (`Pool.ancestryWanted`).
+   * A control request from a client, answered with `reply-control` or `reply-error`. For a
+   * join, `ancestries` covers the root and every process the pool knows (`Pool.ancestryWanted`):
+   * processes already known are re-examined, later ones join when first seen.
    */
-  | { kind: 'group-join'; name: string; root: number; limit: number | null; owner?: number; ancestries?: Ancestries; now: number }
-  /** Dissolve a group: its members become ordinary processes again. */
-  | { kind: 'group-remove'; name: string; now: number }
+  | { kind: 'control'; req: number; caller: Caller; request: ControlRequest; ancestries?: Ancestries; now: number }
 
 export type Effect =
   /** Answer a read with one token byte. */
@@ -73,6 +100,8 @@ export type Effect =
   | { kind: 'reply-error'; req: number; errno: ErrnoName }
   /** Answer a write: `count` bytes taken back. */
   | { kind: 'reply-write'; req: number; count: number }
+  /** Answer a control request: done, with the value read for a `get`. */
+  | { kind: 'reply-control'; req: number; value?: number | null }
   /** Answer a poll: POLLOUT always, POLLIN when `readable`. */
   | { kind: 'reply-poll'; req: number; readable: boolean }
   /** Wake the pollers of this open file: it became readable for them. */

@@ -104,3 +104,15 @@ export function uidOf(pid: number, procRoot = '/proc'): number | null {
     return null
   }
 }
+
+/** The groups of a process (primary and supplementary), or none if it is gone: FUSE passes only the fsgid. */
+export function groupsOf(pid: number, procRoot = '/proc'): number[] {
+  try {
+    const st = fs.readFileSync(`${procRoot}/${pid}/status`, 'latin1')
+    const gid = /^Gid:\s+\d+\s+(\d+)/m.exec(st)
+    const groups = /^Groups:\s*(.*)$/m.exec(st)
+    return [...(gid ? [Number(gid[1])] : []), ...(groups ? groups[1].trim().split(/\s+/).filter(Boolean).map(Number) : [])]
+  } catch {
+    return []
+  }
+}

@@ -5,10 +5,22 @@
 import * as os from 'node:os'
 import { performance } from 'node:perf_hooks'
 
-import { Pool, pressureLimit, type Effect, type ErrnoName, type Input, type PoolConfig, type PoolSnapshot, type PressureResource, type PressureSample } from '../core'
+import {
+  Pool,
+  pressureLimit,
+  type Caller,
+  type ControlRequest,
+  type Effect,
+  type ErrnoName,
+  type Input,
+  type PoolConfig,
+  type PoolSnapshot,
+  type PressureResource,
+  type PressureSample,
+} from '../core'
 import { RequestKind, type Addon, type NativeSession } from '../native'
 import { PressureReader } from './pressure'
-import { ThreadMap, ancestryOf, sampleMachine, type MachineSample } from './procfs'
+import { ThreadMap, ancestryOf, groupsOf, sampleMachine, uidOf, type MachineSample } from './procfs'
 import type { Endpoint, StartInfo } from './transport'
 import { ProcessWatcher } from './watcher'
 
@@ -18,11 +30,8 @@ const POLLRDNORM = 0x040
 const POLLWRNORM = 0x100
 const O_NONBLOCK = 0o4000 // Linux x86-64 and arm64: the flag a read request carries in its file flags
 
-const ERRNO: Record<ErrnoName, number> = {
-  EAGAIN: os.constants.errno.EAGAIN,
-  EINTR: os.constants.errno.EINTR,
-  ENOSPC: os.constants.errno.ENOSPC,
-}
+const E = os.constants.errno
+const ERRNO: Record<ErrnoName, number> = { EAGAIN: E.EAGAIN, EINTR: E.EINTR, ENOSPC: E.ENOSPC, EPERM: E.EPERM, EINVAL: E.EINVAL, ESRCH: E.ESRCH, ENOENT: E.ENOENT }
 
 export interface ServerDeps {
   addon: Addon
@@ -34,6 +43,8 @@ export interface ServerDeps {
   threads?: ThreadMap
   /** Process ancestry for group membership (default: /proc). */
   ancestry?: (pid: number) => number[]
+  /** The control ioctls (none: every ioctl is ENOTTY). */
+  control?: ControlPlane
   log?: (level: 'info' | 'debug' | 'warn', msg: string) => void
 }
 
@@ -45,7 +56,24 @@ export interface IoctlRequest {
   input: Buffer
   outSize: number
 }
-export type IoctlHandler = (req: IoctlRequest) => { result: number; data?: Buffer } | { errno: number }
+
+/**
+ * A control ioctl, decoded: refused for its form, answered without the pool (status chunks,
+ * the admin group), or a request for the pool with, for a read, how to encode its value.
+ */
+export type ControlDecoded =
+  | { errno: number }
+  | { result: number; data?: Buffer }
+  | { request: ControlRequest; encode?: (value: number | null) => Buffer }
+
+/** The control protocol's server side (control/server.ts), as the token server uses it. */
+export interface ControlPlane {
+  decode(req: IoctlRequest): ControlDecoded
+  /** The admin group's gid now, or null: only root is an admin. */
+  adminGid(): number | null
+  /** A watched process is gone (after the pool has taken back its tokens). */
+  exited(pid: number): void
+}
 
 const MAX_TIMER_MS = 2 ** 31 - 1
 const PRESSURE_RESOURCES: readonly PressureResource[] = ['cpu', 'memory', 'io']
@@ -60,6 +88,9 @@ export class TokenServer {
   private readonly pressure: (resources: readonly PressureResource[]) => PressureSample
   private readonly log: (level: 'info' | 'debug' | 'warn', msg: string) => void
   private readonly ancestry: (pid: number) => number[]
+  private readonly control: ControlPlane | null
+  /** How to encode the value of each control read the pool has not answered yet. */
+  private readonly encoders = new Map<number, (value: number | null) => Buffer>()
   private timer: NodeJS.Timeout | null = null
   private readonly token = Buffer.from('+')
   private closed = false
@@ -69,11 +100,11 @@ export class TokenServer {
   private readonly exitHandlers: Array<(pid: number) => void> = []
   /** Resolves when the kernel says the file or device is usable. */
   readonly ready: Promise<void>
-  ioctlHandler: IoctlHandler | null = null
 
   constructor(config: PoolConfig, deps: ServerDeps) {
     this.pool = new Pool(config)
     this.ancestry = deps.ancestry ?? ((pid) => ancestryOf(pid))
+    this.control = deps.control ?? null
     this.now = deps.now ?? (() => performance.now())
     this.sample = deps.sample ?? (() => sampleMachine())
     this.threads = deps.threads ?? new ThreadMap()
@@ -88,6 +119,7 @@ export class TokenServer {
       deps.addon,
       (pid) => {
         this.onProcessExit(pid)
+        this.control?.exited(pid)
         for (const fn of this.exitHandlers) fn(pid)
       },
       (msg) => this.log('warn', msg),
@@ -112,17 +144,6 @@ export class TokenServer {
 
   onGone(fn: (why: number) => void): void {
     this.goneHandlers.push(fn)
-  }
-
-  /** Put a process tree into a capped group owned by uid `owner`, or dissolve a group (root null). */
-  group(name: string, root: number | null, limit: number | null, owner = 0): void {
-    if (root === null) this.feed({ kind: 'group-remove', name, now: this.now() })
-    else this.feed({ kind: 'group-join', name, root, limit, owner, now: this.now() })
-  }
-
-  /** The group a process belongs to now (its ancestry read here, for the control layer's checks). */
-  groupOfProcess(pid: number): { name: string; limit: number | null; owner: number } | null {
-    return this.pool.groupOfProcess(pid, this.ancestry(pid))
   }
 
   /** Be told when a watched process exits (after the pool has taken back its tokens). */
@@ -190,11 +211,30 @@ export class TokenServer {
     }
   }
 
+  /**
+   * A control ioctl: decoded by the control plane; what it asks of the pool goes in as a
+   * `control` input, with who is asking (an admin: root, or a member of the admin group by
+   * the request's gid or the process's groups) and, for a join, whom the root belongs to.
+   */
   private onIoctl(id: number, req: IoctlRequest): void {
-    const ENOTTY = os.constants.errno.ENOTTY
-    const r = this.ioctlHandler ? this.ioctlHandler(req) : { errno: ENOTTY }
-    if ('errno' in r) this.session.replyError(id, r.errno)
-    else this.session.replyIoctl(id, r.result, r.data)
+    const d: ControlDecoded = this.control ? this.control.decode(req) : { errno: E.ENOTTY }
+    if ('errno' in d) {
+      this.session.replyError(id, d.errno)
+      return
+    }
+    if ('result' in d) {
+      this.session.replyIoctl(id, d.result, d.data)
+      return
+    }
+    const admin = this.control!.adminGid()
+    const caller: Caller = {
+      pid: req.pid,
+      uid: req.uid,
+      admin: req.uid === 0 || (admin !== null && (req.gid === admin || groupsOf(req.pid).includes(admin))),
+    }
+    const request = d.request.op === 'join' ? { ...d.request, rootOwner: uidOf(d.request.root) } : d.request
+    if (d.encode) this.encoders.set(id, d.encode)
+    this.feed({ kind: 'control', req: id, caller, request, now: this.now() })
   }
 
   /**
@@ -224,11 +264,18 @@ export class TokenServer {
           this.session.replyData(e.req, this.token)
           break
         case 'reply-error':
+          this.encoders.delete(e.req)
           this.session.replyError(e.req, ERRNO[e.errno])
           break
         case 'reply-write':
           this.session.replyWrite(e.req, e.count)
           break
+        case 'reply-control': {
+          const encode = this.encoders.get(e.req)
+          this.encoders.delete(e.req)
+          this.session.replyIoctl(e.req, 0, encode && e.value !== undefined ? encode(e.value) : undefined)
+          break
+        }
         case 'reply-poll':
           this.session.replyPoll(e.req, POLLOUT | POLLWRNORM | (e.readable ? POLLIN | POLLRDNORM : 0))
           break

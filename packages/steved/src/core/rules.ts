@@ -1,5 +1,5 @@
 // Rules between settings, checked wherever settings come in: the command line and the
-// configuration file (cli.ts, also on SIGHUP), STEVED_IOC_SET (control/server.ts) and stevectl.
+// configuration file (cli.ts, also on SIGHUP), a control request's set (core/pool.ts) and stevectl.
 
 /**
  * min-jobs counts tokens of the pool (those that may be out whatever the load), so it can never
