@@ -2,26 +2,10 @@
 // (0660) where that group exists, else root alone (0600); anything wider only on request
 // (--mode 0666). Anyone who can open the pool can take every token and stall every build.
 
-import { execFileSync } from 'node:child_process'
-import * as fs from 'node:fs'
+import { groupExists } from './io/accounts'
 
 /** The group steve's packaging (acct-group/jobserver) creates for users of the pool. */
 export const JOBSERVER_GROUP = 'jobserver'
-
-/** Whether a group exists, from /etc/group, else NSS (getent). */
-export function groupExists(name: string): boolean {
-  try {
-    if (fs.readFileSync('/etc/group', 'utf8').split('\n').some((l) => l.split(':')[0] === name)) return true
-  } catch {
-    /* ask NSS */
-  }
-  try {
-    execFileSync('getent', ['group', name], { stdio: 'ignore' })
-    return true
-  } catch {
-    return false
-  }
-}
 
 /**
  * The mode and group to serve with. An explicit --mode is used as given; without one, a

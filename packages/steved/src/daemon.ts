@@ -2,11 +2,9 @@
 // starts it, the control plane, the status) and tear everything down once. It mounts nothing
 // itself. No side effects at import time; bin/steved.js owns the process.
 
-import { execFileSync } from 'node:child_process'
-import * as fs from 'node:fs'
-
 import type { PoolConfig } from './core'
 import { StevedError } from './errors'
+import { groupId, userIds } from './io/accounts'
 import { DEFAULT_PRESSURE_DIR, PressureReader, pressureDirProblem } from './io/pressure'
 import { cmdlineOf } from './io/procfs'
 import { TokenServer } from './io/server'
@@ -51,34 +49,12 @@ export interface Daemon {
   readonly stopped: Promise<string>
 }
 
-function resolveId(flag: '-u' | '-g', name: string, what: string): number {
-  if (/^\d+$/.test(name)) return Number(name)
-  try {
-    return Number(execFileSync('id', [flag, name], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim())
-  } catch {
-    throw new StevedError('ERR_STEVED_USAGE', `unknown ${what} '${name}'`, `create it, or pass an existing ${what}`)
-  }
-}
-
-function groupId(name: string): number {
-  if (/^\d+$/.test(name)) return Number(name)
-  for (const line of fs.readFileSync('/etc/group', 'utf8').split('\n')) {
-    const f = line.split(':')
-    if (f[0] === name) return Number(f[2])
-  }
-  try {
-    return Number(execFileSync('getent', ['group', name], { encoding: 'utf8' }).split(':')[2])
-  } catch {
-    throw new StevedError('ERR_STEVED_USAGE', `unknown group '${name}'`, 'create it (groupadd), or pass an existing group')
-  }
-}
-
 export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon {
   const addon = deps.addon ?? loadAddon()
   const log = deps.log ?? (() => {})
   const devDir = deps.devDir ?? '/dev'
   const gid = opts.group !== null ? groupId(opts.group) : 0
-  const userIds = opts.user !== null ? { uid: resolveId('-u', opts.user, 'user'), gid: resolveId('-g', opts.user, 'user') } : null
+  const ids = opts.user !== null ? userIds(opts.user) : null
   const transport = pickTransport(opts.transport, devDir)
   if (opts.pressureDir !== undefined) {
     // A mistyped cgroup would silently lift every pressure limit: refuse it at start.
@@ -132,15 +108,15 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
   }
 
   const dropPrivileges = (): void => {
-    if (!userIds || !opts.user) return
+    if (!ids || !opts.user) return
     try {
-      ;(process as { initgroups?: (user: string, extraGroup: number) => void }).initgroups?.(opts.user, userIds.gid)
-      process.setgid?.(userIds.gid)
-      process.setuid?.(userIds.uid)
+      ;(process as { initgroups?: (user: string, extraGroup: number) => void }).initgroups?.(opts.user, ids.gid)
+      process.setgid?.(ids.gid)
+      process.setuid?.(ids.uid)
     } catch (e) {
       throw new StevedError('ERR_STEVED_PERMISSION', `cannot switch to user ${opts.user}: ${(e as Error).message}`, 'start steved as root to use --user')
     }
-    log('info', `now running as ${opts.user} (uid ${userIds.uid}, gid ${userIds.gid})`)
+    log('info', `now running as ${opts.user} (uid ${ids.uid}, gid ${ids.gid})`)
   }
 
   return {
@@ -151,7 +127,7 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
         const started = server.start(endpoint)
         info.path = started.path
         await waitReady()
-        await endpoint.ready(userIds !== null)
+        await endpoint.ready(ids !== null)
         dropPrivileges()
         return started
       } catch (e) {
