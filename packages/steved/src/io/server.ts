@@ -18,7 +18,7 @@ import {
   type PressureResource,
   type PressureSample,
 } from '../core'
-import { RequestKind, type Addon, type NativeSession } from '../native'
+import { RequestKind, type Addon, type NativeSession, type RequestCallback } from '../native'
 import { PressureReader } from './pressure'
 import { ThreadMap, ancestryOf, groupsOf, sampleMachine, uidOf, type MachineSample } from './procfs'
 import type { Endpoint, StartInfo } from './transport'
@@ -124,9 +124,7 @@ export class TokenServer {
       },
       (msg) => this.log('warn', msg),
     )
-    this.session = new deps.addon.Session((kind, id, fh, tid, uid, gid, a, b, data) =>
-      this.onRequest(kind, id, fh, tid, uid, gid, a, b, data),
-    )
+    this.session = new deps.addon.Session(this.onRequest)
   }
 
   /** A watched process is gone: the pool takes back what it held (and says so under -v). */
@@ -164,17 +162,8 @@ export class TokenServer {
     return this.watcher.size
   }
 
-  private onRequest(
-    kind: RequestKind,
-    id: number,
-    fh: number,
-    tid: number,
-    uid: number,
-    gid: number,
-    a: number,
-    b: number,
-    data?: Buffer,
-  ): void {
+  /** Every request the native session cannot answer alone (the arguments: native.ts RequestCallback). */
+  private readonly onRequest: RequestCallback = (kind, id, fh, tid, uid, gid, a, b, data) => {
     const now = this.now()
     switch (kind) {
       case RequestKind.Open:
