@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import select
 import shutil
 import signal
 import subprocess
@@ -110,26 +109,9 @@ def steved(tmp_path: Path):
     def start(jobs: int, name: str = "js") -> Steved:
         path = tmp_path / name
         errf = tmp_path / f"{name}.steved.err"
-        proc = subprocess.Popen(
-            STEVED + ["--transport", "fuse", "--path", str(path), "-j", str(jobs)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=open(errf, "wb"),
-            start_new_session=True,
-        )
-        s = Steved(path, jobs, proc, "", errf)
+        proc, makeflags = steved_helpers.start(STEVED, path, jobs, out=tmp_path / f"{name}.steved.out", err=errf, timeout=30)
+        s = Steved(path, jobs, proc, makeflags, errf)
         started.append(s)
-        out = b""
-        deadline = time.monotonic() + 30
-        while b"MAKEFLAGS=" not in out or not out.endswith(b"\n"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"steved did not start: {errf.read_text()}")
-            r, _, _ = select.select([proc.stdout], [], [], 0.1)
-            if r:
-                out += os.read(proc.stdout.fileno(), 4096)
-        m = re.search(rb"^MAKEFLAGS=(.*)$", out, re.M)
-        assert m, out
-        s.makeflags = m.group(1).decode()
         assert s.makeflags == f"--jobserver-auth=fifo:{path}"
         return s
 
