@@ -27,6 +27,16 @@ def record(*words):
         os.close(fd)
 
 
+def first(flag):
+    """True in the one process that gets here first (of all workers): it creates DIR/flag-FLAG."""
+    try:
+        fd = os.open(DIR / f"flag-{flag}", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True
+
+
 def worker():
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
 

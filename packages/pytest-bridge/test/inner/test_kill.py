@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DIR, record, worker
+from conftest import first, record, worker
 
 
 def _agent_children():
@@ -35,18 +35,12 @@ def _agent_children():
 def test_maybe_kill(i, job, jobserver_token):
     want = os.environ["INNER_KILL_WORKER"]
     mine = worker() == "gw0" if want == "gw0" else worker() != "gw0"
-    if mine:
-        try:
-            fd = os.open(DIR / "flag-killed", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            pass
-        else:
-            os.close(fd)
-            record("kill", f"test_maybe_kill[{i}]", worker(), jobserver_token)
-            if os.environ.get("INNER_KILL_AGENT") == "1":
-                agents = _agent_children()
-                assert len(agents) == 1, agents
-                os.kill(agents[0], signal.SIGKILL)
-                time.sleep(0.5)
-            os.kill(os.getpid(), signal.SIGKILL)
+    if mine and first("killed"):
+        record("kill", f"test_maybe_kill[{i}]", worker(), jobserver_token)
+        if os.environ.get("INNER_KILL_AGENT") == "1":
+            agents = _agent_children()
+            assert len(agents) == 1, agents
+            os.kill(agents[0], signal.SIGKILL)
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGKILL)
     job(0.1)

@@ -6,7 +6,7 @@ import signal
 import time
 
 import pytest
-from conftest import DIR, record, worker
+from conftest import first, record, worker
 
 
 def _alive(pid):
@@ -19,17 +19,11 @@ def _alive(pid):
 
 @pytest.mark.parametrize("i", range(12))
 def test_maybe_stop_server(i, job, jobserver_token):
-    if worker() != "gw0":
-        try:
-            fd = os.open(DIR / "flag-stopped", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            pass
-        else:
-            os.close(fd)
-            record("stop", f"test_maybe_stop_server[{i}]", worker(), jobserver_token)
-            pid = int(os.environ["INNER_STEVED_PID"])
-            os.kill(pid, signal.SIGTERM)
-            # steved is the outer test's child: gone once it is a zombie (or reaped).
-            while _alive(pid):
-                time.sleep(0.01)
+    if worker() != "gw0" and first("stopped"):
+        record("stop", f"test_maybe_stop_server[{i}]", worker(), jobserver_token)
+        pid = int(os.environ["INNER_STEVED_PID"])
+        os.kill(pid, signal.SIGTERM)
+        # steved is the outer test's child: gone once it is a zombie (or reaped).
+        while _alive(pid):
+            time.sleep(0.01)
     job(0.2)
