@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import JOBCLIENT, STEVECTL, Inner, max_overlap, make44, parse_log, slots
+from conftest import JOBCLIENT, STEVECTL, Inner, Run, Steved, max_overlap, make44, parse_log, slots
 
 
 def say(msg: str) -> None:
@@ -171,12 +171,18 @@ def test_without_xdist_takes_nothing(steved, inner: Inner) -> None:
 # -- crashes ----------------------------------------------------------------------------------
 
 
+def kill_a_worker(s: Steved, inner: Inner, which: str, workers: int) -> Run:
+    """test_kill.py's 12 tests under `-n workers` with steved `s` in MAKEFLAGS: the first test in
+    worker gw0 (which="gw0"), or in a worker other than gw0 (which="other"), SIGKILLs its worker."""
+    inner.add("test_kill.py")
+    env = {"INNER_KILL_WORKER": which, "INNER_TESTS": "12", "MAKEFLAGS": " " + s.makeflags}
+    return inner.run(["-n", str(workers), "--max-worker-restart=3"], env)
+
+
 def test_sigkilled_worker_leaks_no_token(steved, inner: Inner) -> None:
     N, M = 1, 3
     s = steved(N)
-    inner.add("test_kill.py")
-    env = {"INNER_KILL_WORKER": "other", "INNER_TESTS": "12", "MAKEFLAGS": " " + s.makeflags}
-    r = inner.run(["-n", str(M), "--max-worker-restart=3"], env)
+    r = kill_a_worker(s, inner, "other", M)
     kills = [l.split() for l in r.log if l.startswith("kill ")]
     assert len(kills) == 1, r.log
     _, killed_test, killed_worker, killed_token = kills[0]
@@ -225,9 +231,7 @@ def test_sigkilled_worker_with_plain_fifo(inner: Inner, tmp_path: Path, kill_age
 def test_crashed_gw0_hands_the_implicit_slot_to_its_replacement(steved, inner: Inner) -> None:
     N, M = 1, 3
     s = steved(N)
-    inner.add("test_kill.py")
-    env = {"INNER_KILL_WORKER": "gw0", "INNER_TESTS": "12", "MAKEFLAGS": " " + s.makeflags}
-    r = inner.run(["-n", str(M), "--max-worker-restart=3"], env)
+    r = kill_a_worker(s, inner, "gw0", M)
     assert r.rc == 1 and "replacing crashed worker gw0" in r.out, r.out
     jobs, collects, _ = parse_log(r.log)
     replacement = {j.worker for j in jobs} - {"gw0", "gw1", "gw2"}
