@@ -26,7 +26,7 @@ WHAT = __doc__.strip().split("\n\n")[0]
 
 # The group root: prints its pid, waits for "go" (it is in the group by then), takes the group's
 # one token, forks N children that each park a blocking read, and says "parked" once all have
-# opened the file (steved's report confirms they wait).
+# opened the file (steved's status confirms they wait).
 TREE = r"""
 import os, sys, time
 path, n = sys.argv[1], int(sys.argv[2])
@@ -70,7 +70,7 @@ print("written", flush=True)
 time.sleep(3600)
 """
 EARLY_WHAT = ("Many early returners: N processes that never read each write one byte to steved -j 8, then 8 clients do "
-              "acquire+release; free tokens are read from the SIGUSR1 report (a pool inflated by early returns has more than 8)")
+              "acquire+release; free tokens are read from the status document (a pool inflated by early returns has more than 8)")
 
 
 def run_early_returners(ctx: Ctx) -> list:
@@ -80,8 +80,7 @@ def run_early_returners(ctx: Ctx) -> list:
             procs = subprocess.Popen([sys.executable, "-c", EARLY, s.path, str(n)], stdout=subprocess.PIPE, text=True, start_new_session=True)
             try:
                 assert procs.stdout.readline().strip() == "written"
-                rep = s.report()
-                free = int(rep.split(": ", 1)[1].split("/", 1)[0])
+                free = s.status()["pool"]["free"]
                 r = run_json([RT, "rt", s.path, "8", "10000000", "100", "2" if ctx.quick else "4"], timeout=120)
             finally:
                 os.killpg(procs.pid, signal.SIGKILL)
@@ -92,10 +91,6 @@ def run_early_returners(ctx: Ctx) -> list:
     return rows
 
 
-def stevectl() -> Path:
-    return Path(common.STEVED_BIN).parent / "stevectl.js"
-
-
 def run_capped_waiters(ctx: Ctx) -> list:
     rows = []
     for n in (0, 100, 300) if ctx.quick else (0, 100, 300, 1000):
@@ -104,14 +99,14 @@ def run_capped_waiters(ctx: Ctx) -> list:
                                     text=True, start_new_session=True)
             try:
                 root = int(tree.stdout.readline())
-                subprocess.run(["node", str(stevectl()), "--device", s.path, "group", "join", "capped", str(root), "1"], check=True,
+                subprocess.run(common.stevectl() + ["--device", s.path, "group", "join", "capped", str(root), "1"], check=True,
                                capture_output=True, timeout=60)
                 tree.stdin.write("go\n")
                 tree.stdin.flush()
                 assert tree.stdout.readline().strip() == "parked"
                 deadline = time.monotonic() + 60
                 while True:
-                    capped = s.report().count("because: group-limit")
+                    capped = sum(1 for w in s.status()["waiters"] if w["reason"] == "group-limit")
                     if capped >= n or time.monotonic() > deadline:
                         break
                     time.sleep(0.2)

@@ -8,7 +8,6 @@ import argparse
 import json
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
@@ -38,7 +37,8 @@ class Ctx:
 
 
 sys.path.insert(0, str(ROOT / "test" / "helpers"))
-from steved_helpers import is_mounted  # noqa: E402,F401  (the project's shared Python helpers)
+import steved_helpers  # noqa: E402  (the project's shared Python helpers)
+from steved_helpers import is_mounted  # noqa: E402,F401
 
 
 def register(ctx: Ctx, pid: int) -> None:
@@ -95,7 +95,8 @@ class Fifo(Server):
 
 
 class Spawned(Server):
-    """A server process serving a FUSE file."""
+    """A server process serving a FUSE file. start() runs command() and waits for ready();
+    Steved starts through steved_helpers.start instead."""
 
     def __init__(self, ctx: Ctx, name: str, pinned: bool):
         self.ctx = ctx
@@ -111,12 +112,16 @@ class Spawned(Server):
     def ready(self) -> bool:
         raise NotImplementedError
 
+    def spawned(self, proc: subprocess.Popen) -> None:
+        """Record the server process (in WORK/pids/ too) as soon as it exists."""
+        self.proc = proc
+        self.pid = proc.pid
+        register(self.ctx, self.pid)
+
     def start(self):
         Path(self.path).touch()
         cmd = (PIN if self.pinned else []) + self.command()
-        self.proc = subprocess.Popen(cmd, stdout=open(self.out, "w"), stderr=open(self.err, "w"), start_new_session=True)
-        self.pid = self.proc.pid
-        register(self.ctx, self.pid)
+        self.spawned(subprocess.Popen(cmd, stdout=open(self.out, "w"), stderr=open(self.err, "w"), start_new_session=True))
         deadline = time.monotonic() + 20
         while not self.ready():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -127,13 +132,7 @@ class Spawned(Server):
 
     def stop(self):
         if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
+            steved_helpers.stop(self.proc, self.path)
             unregister(self.ctx, self.proc.pid)
             self.proc = None
         if is_mounted(self.path):
@@ -175,6 +174,11 @@ class CServer(Spawned):
         return "ready" in self.out.read_text()
 
 
+def stevectl() -> list:
+    """The command of the stevectl beside STEVED_BIN (which --steved may point elsewhere)."""
+    return ["node", str(Path(STEVED_BIN).parent / "stevectl.js")]
+
+
 class Steved(Spawned):
     """The real steved on a FUSE file."""
 
@@ -184,33 +188,29 @@ class Steved(Spawned):
         super().__init__(ctx, name, pinned)
         self.tokens = tokens
         self.args = args or []
+        self._makeflags = None
 
-    def command(self):
-        return ["node", str(STEVED_BIN), "--transport", "fuse", "--path", self.path, "-j", str(self.tokens), *self.args]
-
-    def ready(self):
-        return "MAKEFLAGS=" in self.out.read_text()
+    def start(self):
+        Path(self.path).touch()
+        try:
+            self.proc, self._makeflags = steved_helpers.start(
+                (PIN if self.pinned else []) + ["node", str(STEVED_BIN)], self.path, self.tokens, self.args,
+                out=self.out, err=self.err, timeout=20, spawned=self.spawned,
+            )
+        except BaseException:
+            self.stop()  # steved_helpers.start stopped it; this forgets its pid
+            raise
 
     @property
     def makeflags(self) -> str:
-        for line in self.out.read_text().splitlines():
-            if line.startswith("MAKEFLAGS="):
-                return line[len("MAKEFLAGS="):]
-        raise RuntimeError("no MAKEFLAGS line")
+        """What steved printed after MAKEFLAGS= when it started."""
+        if self._makeflags is None:
+            raise RuntimeError("steved has not started")
+        return self._makeflags
 
-    def report(self) -> str:
-        """The SIGUSR1 status report."""
-        before = len(self.err.read_text())
-        os.kill(self.pid, signal.SIGUSR1)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            text = self.err.read_text()[before:]
-            i = text.find("since start:")
-            if i >= 0 and "\n" in text[i:]:
-                start = text.find("steved status at")
-                return text[start:text.index("\n", i)]
-            time.sleep(0.02)
-        raise RuntimeError("no SIGUSR1 report")
+    def status(self) -> dict:
+        """The status document, as `stevectl status --json` prints it."""
+        return steved_helpers.status(self.path, stevectl())
 
 
 def percentile(v: list, p: float) -> float:

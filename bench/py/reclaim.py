@@ -35,7 +35,7 @@ def run(ctx: Ctx) -> dict:
             for waiter in ("read", "poll"):
                 add("steved", pinned, run_json(pre + [H, "reclaim", s.path, str(trials), waiter, "1000"]))
                 add("steved", pinned, run_json(pre + [H, "release", s.path, str(trials), waiter]))
-            counters["pinned" if pinned else "unpinned"] = s.report().splitlines()[-1]
+            counters["pinned" if pinned else "unpinned"] = s.status()["counters"]
         with CServer(ctx, 1, pinned, name="csrv-reclaim") as c:
             for waiter in ("read", "poll"):
                 add("c-server", pinned, run_json(pre + [H, "release", c.path, str(trials), waiter]))

@@ -64,7 +64,7 @@ def run(ctx: Ctx) -> dict:
                     r["server_cpu_us_per_round_trip"] = round(1e6 * (srv.cpu_seconds() - cpu0) / max(1, r["ops"]), 2)
                     r["server_memory_kib_after"] = srv.memory_kib()
                 if kind == "steved":
-                    r["steved_report_tail"] = srv.report().splitlines()[-1]
+                    r["steved_counters"] = srv.status()["counters"]
             r.update(kind=kind, iterations_per_client=iters)
             rows.append(r)
         ctx.say(f"scale: {n} clients done")

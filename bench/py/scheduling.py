@@ -147,7 +147,7 @@ def run_scenario(ctx: Ctx, builds: dict, scenario: str, rep: int) -> dict:
                 codes[name] = "timeout"
         result["exit_codes"] = codes
         if server and server.kind == "steved":
-            result["steved_report"] = server.report()
+            result["steved_status"] = server.status()
         if any(c != 0 for c in codes.values()):
             outs = {n: (ctx.work / "sched" / f"{scenario}-{rep}-{n}.out").read_text()[-2000:] for n, c in codes.items() if c != 0}
             raise RuntimeError(f"{scenario}: builds failed {codes}: {outs}")
