@@ -9,8 +9,6 @@ of both into bench/results/scale.json (--key rows_before with --steved of a chec
 change, for the comparison).
 """
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,9 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-from common import BUILD, Ctx, Steved, run_json  # noqa: E402
+from common import Ctx, Steved, rt_8_clients, script_tree  # noqa: E402
 
-RT = str(BUILD / "rtbench")
 WHAT = __doc__.strip().split("\n\n")[0]
 
 # The group root: prints its pid, waits for "go" (it is in the group by then), takes the group's
@@ -76,17 +73,10 @@ EARLY_WHAT = ("Many early returners: N processes that never read each write one 
 def run_early_returners(ctx: Ctx) -> list:
     rows = []
     for n in (0, 100) if ctx.quick else (0, 100, 1000):
-        with Steved(ctx, 8, False, name=f"steved-early-{n}") as s:
-            procs = subprocess.Popen([sys.executable, "-c", EARLY, s.path, str(n)], stdout=subprocess.PIPE, text=True, start_new_session=True)
-            try:
-                assert procs.stdout.readline().strip() == "written"
-                free = s.status()["pool"]["free"]
-                r = run_json([RT, "rt", s.path, "8", "10000000", "100", "2" if ctx.quick else "4"], timeout=120)
-            finally:
-                os.killpg(procs.pid, signal.SIGKILL)
-                procs.wait()
-            rows.append({"early_returners": n, "free_tokens_after": free,
-                         "rt_8_clients": {k: r[k] for k in ("ops", "median_us", "p99_us", "round_trips_per_s")}})
+        with Steved(ctx, 8, False, name=f"steved-early-{n}") as s, script_tree(EARLY, s.path, str(n)) as procs:
+            assert procs.stdout.readline().strip() == "written"
+            free = s.status()["pool"]["free"]
+            rows.append({"early_returners": n, "free_tokens_after": free, "rt_8_clients": rt_8_clients(ctx, s.path)})
         ctx.say(f"scale: {n} early returners done")
     return rows
 
@@ -94,31 +84,20 @@ def run_early_returners(ctx: Ctx) -> list:
 def run_capped_waiters(ctx: Ctx) -> list:
     rows = []
     for n in (0, 100, 300) if ctx.quick else (0, 100, 300, 1000):
-        with Steved(ctx, 9, False, name=f"steved-capped-{n}") as s:
-            tree = subprocess.Popen([sys.executable, "-c", TREE, s.path, str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    text=True, start_new_session=True)
-            try:
-                root = int(tree.stdout.readline())
-                subprocess.run(common.stevectl() + ["--device", s.path, "group", "join", "capped", str(root), "1"], check=True,
-                               capture_output=True, timeout=60)
-                tree.stdin.write("go\n")
-                tree.stdin.flush()
-                assert tree.stdout.readline().strip() == "parked"
-                deadline = time.monotonic() + 60
-                while True:
-                    capped = sum(1 for w in s.status()["waiters"] if w["reason"] == "group-limit")
-                    if capped >= n or time.monotonic() > deadline:
-                        break
-                    time.sleep(0.2)
-                r = run_json([RT, "rt", s.path, "8", "10000000", "100", "2" if ctx.quick else "4"], timeout=120)
-            finally:
-                os.killpg(tree.pid, signal.SIGKILL)
-                tree.wait()
-            rows.append({
-                "capped_waiters": n,
-                "capped_waiters_seen": capped,
-                "rt_8_clients": {k: r[k] for k in ("ops", "median_us", "p99_us", "round_trips_per_s")},
-            })
+        with Steved(ctx, 9, False, name=f"steved-capped-{n}") as s, script_tree(TREE, s.path, str(n)) as tree:
+            root = int(tree.stdout.readline())
+            subprocess.run(common.stevectl() + ["--device", s.path, "group", "join", "capped", str(root), "1"], check=True,
+                           capture_output=True, timeout=60)
+            tree.stdin.write("go\n")
+            tree.stdin.flush()
+            assert tree.stdout.readline().strip() == "parked"
+            deadline = time.monotonic() + 60
+            while True:
+                capped = sum(1 for w in s.status()["waiters"] if w["reason"] == "group-limit")
+                if capped >= n or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            rows.append({"capped_waiters": n, "capped_waiters_seen": capped, "rt_8_clients": rt_8_clients(ctx, s.path)})
         ctx.say(f"scale: {n} capped waiters done")
     return rows
 

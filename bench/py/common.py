@@ -5,9 +5,11 @@ it (and unmount what it mounted) even when Python itself dies.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -211,6 +213,25 @@ class Steved(Spawned):
     def status(self) -> dict:
         """The status document, as `stevectl status --json` prints it."""
         return steved_helpers.status(self.path, stevectl())
+
+
+@contextlib.contextmanager
+def script_tree(script: str, *args: str):
+    """Run the Python program `script` with `args` in a session of its own, its stdin and stdout
+    text pipes to us; on the way out SIGKILL its whole process group (what it forked too)."""
+    proc = subprocess.Popen([sys.executable, "-c", script, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def rt_8_clients(ctx: Ctx, path: str) -> dict:
+    """8 clients doing acquire+release on `path` (rtbench rt, 2 s or 4 s): their round trips."""
+    r = run_json([str(BUILD / "rtbench"), "rt", path, "8", "10000000", "100", "2" if ctx.quick else "4"], timeout=120)
+    return {k: r[k] for k in ("ops", "median_us", "p99_us", "round_trips_per_s")}
 
 
 def percentile(v: list, p: float) -> float:

@@ -7,8 +7,6 @@ readers?). Run alone: python bench/py/status_readers.py --work DIR [--quick] [--
 which merges the rows into bench/results/scale.json.
 """
 
-import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,9 +14,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-from common import BUILD, Ctx, Steved, run_json  # noqa: E402
+from common import Ctx, Steved, rt_8_clients, script_tree, steved_helpers  # noqa: E402
 
-RT = str(BUILD / "rtbench")
 WHAT = __doc__.strip().split("\n\n")[0]
 CTL = common.ROOT / "packages" / "steved" / "bin" / "stevectl.js"
 
@@ -57,42 +54,31 @@ time.sleep(3600)
 
 
 def snapshots(path: str):
-    r = subprocess.run(["node", str(CTL), "--device", path, "status", "--json"], capture_output=True, text=True, timeout=60)
-    if r.returncode != 0:
+    try:
+        return steved_helpers.status(path, ["node", str(CTL)]).get("server", {}).get("statusSnapshots")
+    except RuntimeError:
         return None
-    return json.loads(r.stdout).get("server", {}).get("statusSnapshots")
 
 
 def run_status_readers(ctx: Ctx) -> list:
     rows = []
     for n in (0, 100) if ctx.quick else (0, 100, 400):
-        with Steved(ctx, 8 + n, False, name=f"steved-readers-{n}") as s:
-            readers = subprocess.Popen(
-                [sys.executable, "-c", READERS, s.path, str(n), "x" * 8000],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
-            )
-            try:
-                assert readers.stdout.readline().strip() == "held"
-                time.sleep(0.5)
-                before = s.memory_kib()
-                readers.stdin.write("go\n")
-                readers.stdin.flush()
-                assert readers.stdout.readline().strip() == "fetched"
-                after = s.memory_kib()
-                kept = snapshots(s.path)
-                r = run_json([RT, "rt", s.path, "8", "10000000", "100", "2" if ctx.quick else "4"])
-            finally:
-                import os
-                import signal
-                os.killpg(readers.pid, signal.SIGKILL)
-                readers.wait()
+        with Steved(ctx, 8 + n, False, name=f"steved-readers-{n}") as s, script_tree(READERS, s.path, str(n), "x" * 8000) as readers:
+            assert readers.stdout.readline().strip() == "held"
+            time.sleep(0.5)
+            before = s.memory_kib()
+            readers.stdin.write("go\n")
+            readers.stdin.flush()
+            assert readers.stdout.readline().strip() == "fetched"
+            after = s.memory_kib()
+            kept = snapshots(s.path)
             rows.append({
                 "readers": n,
                 "rss_kib_before_fetch": before["VmRSS"],
                 "rss_kib_after_fetch": after["VmRSS"],
                 "rss_growth_kib": after["VmRSS"] - before["VmRSS"],
                 "snapshots_kept": kept,
-                "rt_8_clients": {k: r[k] for k in ("ops", "median_us", "p99_us", "round_trips_per_s")},
+                "rt_8_clients": rt_8_clients(ctx, s.path),
             })
         ctx.say(f"scale: {n} status readers done")
     return rows
