@@ -19,38 +19,9 @@ from common import Ctx, Steved, rt_8_clients, script_tree, steved_helpers  # noq
 WHAT = __doc__.strip().split("\n\n")[0]
 CTL = common.ROOT / "packages" / "steved" / "bin" / "stevectl.js"
 
-# Forks N children: each takes a token, says "h", waits for "go", fetches chunk 0 of the status,
-# says "f", and stays. The parent prints "held" and "fetched".
-READERS = r"""
-import fcntl, os, struct, sys, time
-path, n = sys.argv[1], int(sys.argv[2])
-STATUS = (3 << 30) | (8192 << 16) | (ord("j") << 8) | 0x03
-up_r, up_w = os.pipe()
-go_r, go_w = os.pipe()
-for i in range(n):
-    if os.fork() == 0:
-        fd = os.open(path, os.O_RDWR)
-        os.read(fd, 1)
-        os.write(up_w, b"h")
-        os.read(go_r, 1)
-        buf = bytearray(struct.pack("<I", 0) + bytes(8188))
-        try:
-            fcntl.ioctl(fd, STATUS, buf)
-        except OSError:
-            pass
-        os.write(up_w, b"f")
-        time.sleep(3600)
-        os._exit(0)
-for _ in range(n):
-    os.read(up_r, 1)
-print("held", flush=True)
-sys.stdin.readline()
-os.write(go_w, b"g" * n)
-for _ in range(n):
-    os.read(up_r, 1)
-print("fetched", flush=True)
-time.sleep(3600)
-"""
+# N children each hold a token, then fetch chunk 0 of the status and never read on (the same
+# program hostile-control.test.ts runs: its docstring).
+READERS = (common.ROOT / "test" / "helpers" / "stalled_status_readers.py").read_text()
 
 
 def snapshots(path: str):
@@ -63,13 +34,13 @@ def snapshots(path: str):
 def run_status_readers(ctx: Ctx) -> list:
     rows = []
     for n in (0, 100) if ctx.quick else (0, 100, 400):
-        with Steved(ctx, 8 + n, False, name=f"steved-readers-{n}") as s, script_tree(READERS, s.path, str(n), "x" * 8000) as readers:
-            assert readers.stdout.readline().strip() == "held"
+        with Steved(ctx, 8 + n, False, name=f"steved-readers-{n}") as s, script_tree(READERS, s.path, str(n), "hold", "x" * 8000) as readers:
+            assert readers.stdout.readline().strip() == "ready"
             time.sleep(0.5)
             before = s.memory_kib()
             readers.stdin.write("go\n")
             readers.stdin.flush()
-            assert readers.stdout.readline().strip() == "fetched"
+            assert readers.stdout.readline().startswith("fetched ")
             after = s.memory_kib()
             kept = snapshots(s.path)
             rows.append({

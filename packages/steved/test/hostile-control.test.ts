@@ -115,45 +115,9 @@ t.test('groups belong to their creator: another user may not change, join, disso
   )
 })
 
-// Forks N children as the caller's user; each parks a read on the jobserver (so the status
-// lists it, with the parent's long command line), then on "go" fetches chunk 0 of the status
-// and never reads on. The parent prints "parked" and "fetched" as the children get there.
-const READERS = `
-import errno, fcntl, os, struct, sys, threading, time
-path, n = sys.argv[1], int(sys.argv[2])
-STATUS = (3 << 30) | (8192 << 16) | (ord("j") << 8) | 0x03
-up_r, up_w = os.pipe()
-go_r, go_w = os.pipe()
-for i in range(n):
-    if os.fork() == 0:
-        os.close(up_r); os.close(go_w)
-        fd = os.open(path, os.O_RDWR)
-        threading.Thread(target=lambda: os.read(fd, 1), daemon=True).start()
-        os.write(up_w, b"p")
-        os.read(go_r, 1)
-        fd2 = os.open(path, os.O_RDWR)
-        buf = bytearray(struct.pack("<I", 0) + bytes(8188))
-        try:
-            fcntl.ioctl(fd2, STATUS, buf)
-            os.write(up_w, b"f")
-        except OSError as e:
-            os.write(up_w, b"e")
-        time.sleep(3600)
-        os._exit(0)
-os.close(up_w)
-got = {"p": 0, "f": 0, "e": 0}
-def wait_for(kind, count):
-    while got[kind] < count:
-        got[os.read(up_r, 1).decode()] += 1
-wait_for("p", n)
-print("parked", flush=True)
-sys.stdin.readline()
-os.write(go_w, b"g" * n)
-while got["f"] + got["e"] < n:
-    got[os.read(up_r, 1).decode()] += 1
-print("fetched", got["f"], "errors", got["e"], flush=True)
-time.sleep(3600)
-`
+// N children of the throw-away user each park a read (so the status lists them, with a long
+// command line), then fetch chunk 0 of the status and never read on (the program's docstring).
+const READERS = fs.readFileSync(path.join(ROOT, 'test', 'helpers', 'stalled_status_readers.py'), 'utf8')
 
 function rssKiB(pid: number): number {
   return Number(/^VmRSS:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1])
@@ -167,7 +131,7 @@ t.test('status readers that never finish cannot grow steved: snapshots are cappe
   await holder.waitFor(/held/)
   // The long argument makes every child's command line 8 KB: before the cap, each reader's
   // snapshot held every waiter's command line in full.
-  const readers = start(t, 'setpriv', u.as('/usr/bin/python3', '-c', READERS, s.path, String(N), 'x'.repeat(8000)), {
+  const readers = start(t, 'setpriv', u.as('/usr/bin/python3', '-c', READERS, s.path, String(N), 'park', 'x'.repeat(8000)), {
     stdio: ['pipe', 'pipe', 'pipe'],
     detached: true,
     cwd: '/',
@@ -178,7 +142,7 @@ t.test('status readers that never finish cannot grow steved: snapshots are cappe
       process.kill(-readers.pid, 'SIGKILL')
     } catch {}
   })
-  await readers.waitFor(/parked/, 60000)
+  await readers.waitFor(/^ready$/m, 60000)
   await waitFor(async () => (await status(s)).pool.waiting === N, `${N} parked readers`)
   const before = await status(s)
   t.ok(before.waiters.every((w: { cmdline: string }) => w.cmdline.length <= 1024 + 2), 'command lines in the status are cut to 1024 characters')
