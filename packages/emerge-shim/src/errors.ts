@@ -12,6 +12,8 @@ export type ShimErrorCode =
   | 'ERR_SHIM_HOLDER_GONE'
   /** The holder is giving its tokens back (the job ended) and takes no new phases. */
   | 'ERR_SHIM_HOLDER_ENDING'
+  /** The holder would not, or could not, join a process to the job's steved group for a phase. */
+  | 'ERR_SHIM_JOIN_REFUSED'
   /** A package.env setting (JOBSERVER_TOKENS, JOBSERVER_MAX_JOBS) that is not a whole number >= 1. */
   | 'ERR_SHIM_BAD_SETTING'
   /** The environment lacks a variable Portage always sets (PORTAGE_BUILDDIR, CATEGORY, PF, T). */

@@ -17,7 +17,7 @@
 import * as fs from 'node:fs'
 import * as net from 'node:net'
 import * as readline from 'node:readline'
-import type { JobClient, Token } from 'jobclient'
+import { errnoName, type JobClient, type Token } from 'jobclient'
 import { describeError } from './errors'
 import { describeJobserver, waitReason } from './messages'
 import type { ProcFs } from './procfs'
@@ -232,6 +232,8 @@ export class Holder {
         this.#startEnding(req.reason === 'success' ? 'the build succeeded' : 'the build failed')
         return send({ type: 'ending', waitingFor: this.#ending?.members.length ?? 0 }, true)
       }
+      case 'join':
+        return send(this.#joinFor(req), true)
       case 'attach': {
         if (this.#ending) {
           return send({ type: 'error', code: 'ERR_SHIM_HOLDER_ENDING', message: `the holder is giving its tokens back (${this.#ending.reason})` }, true)
@@ -245,6 +247,38 @@ export class Holder {
         return
       }
     }
+  }
+
+  /**
+   * Join a phase's process to the job's group on its behalf: steved refused the phase's own
+   * join (EPERM) because the group is another uid's, as under FEATURES=userpriv, where setup
+   * (root) and this holder (started by setup) made it and the later phases run as the portage
+   * user. Only for the process named, still the same one (start time), and only if it was
+   * started with this job's PORTAGE_BUILDDIR in its environment: whoever can reach the socket
+   * must not get a root holder to cap processes of other builds or users.
+   */
+  #joinFor(req: { pid: number; start: number; phase: string }): Reply {
+    const refuse = (why: string): Reply => {
+      this.#d.log(`phase ${req.phase}: not joining pid ${req.pid} to a group: ${why}`)
+      return { type: 'error', code: 'ERR_SHIM_JOIN_REFUSED', message: why }
+    }
+    const group = this.#o.group
+    if (!group) return refuse(`the holder of ${this.#o.pkg} caps no group (it was started without JOBSERVER_MAX_JOBS)`)
+    if (this.#ending) return refuse(`the holder is giving its tokens back (${this.#ending.reason})`)
+    const p = this.#d.proc.stat(req.pid)
+    if (!p || p.start !== req.start) return refuse(`pid ${req.pid} is gone`)
+    if (!this.#d.proc.environHas(req.pid, this.#marker)) return refuse(`pid ${req.pid} is not a process of this build (no ${this.#marker} in its environment)`)
+    const c = this.#d.control()
+    if (!c) return refuse(`cannot open ${this.#d.client.path}`)
+    let r: number
+    try {
+      r = c.groupJoin(group.name, req.pid, group.limit)
+    } finally {
+      c.close()
+    }
+    if (r !== 0) return refuse(`steved refused the holder (pid ${this.#d.pid}) too (${errnoName(r)})`)
+    this.#d.log(`phase ${req.phase}: joined pid ${req.pid} (uid ${this.#d.proc.uid(req.pid) ?? '?'}) to group ${group.name} on its behalf (limit ${group.limit})`)
+    return { type: 'joined', group: group.name, limit: group.limit }
   }
 
   #attach(req: { pid: number; start: number; phase: string }): void {

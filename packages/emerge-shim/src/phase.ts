@@ -196,7 +196,9 @@ export async function phaseCommand(io: ShimIo, pid: number): Promise<number> {
 
   if (first) for (const n of plan.notes) io.say(n.level, `jobserver: ${n.text}`)
 
-  if (plan.groupLimit !== null) joinGroup(io, js.path, plan, pid, first)
+  if (plan.groupLimit !== null && joinGroup(io, js.path, plan, pid, first) === 'refused') {
+    await joinThroughHolder(io, job, plan, pid, ctx.phase, first)
+  }
 
   if (plan.holderTokens === 0) return 0
   const h = await holderSocket(io, job, plan, ctx.phase)
@@ -230,28 +232,64 @@ export async function phaseCommand(io: ShimIo, pid: number): Promise<number> {
   return 0
 }
 
-function joinGroup(io: ShimIo, path: string, plan: Plan, pid: number, first: boolean): void {
+function sayCapped(io: ShimIo, plan: Plan): void {
   const max = plan.groupLimit! + 1 - plan.holderTokens
+  io.say('info', `jobserver: JOBSERVER_MAX_JOBS=${max}: this build runs at most ${max} job(s) at once (steved group ${plan.groupName}, ${plan.groupLimit} token(s) including the ${plan.holderTokens} the job holds itself)`)
+}
+
+/**
+ * Join this phase's ebuild.sh to the build's group. 'refused': steved said EPERM, the group is
+ * another uid's (FEATURES=userpriv: root made it in setup); the caller asks the holder.
+ */
+function joinGroup(io: ShimIo, path: string, plan: Plan, pid: number, first: boolean): 'done' | 'refused' {
   let c: StevedControl
   try {
     c = new StevedControl(path, io.native)
   } catch (e) {
     io.say('warn', `jobserver: JOBSERVER_MAX_JOBS is not applied: cannot open ${path}: ${describeError(e)}`)
-    return
+    return 'done'
   }
   try {
     const r = c.groupJoin(plan.groupName, pid, plan.groupLimit)
     if (r === 0) {
-      if (first) {
-        io.say('info', `jobserver: JOBSERVER_MAX_JOBS=${max}: this build runs at most ${max} job(s) at once (steved group ${plan.groupName}, ${plan.groupLimit} token(s) including the ${plan.holderTokens} the job holds itself)`)
-      }
+      if (first) sayCapped(io, plan)
     } else if (r === -os.constants.errno.ENOTTY) {
       if (first) io.say('warn', `jobserver: JOBSERVER_MAX_JOBS is ignored: ${path} is not steved (per-package caps are steved's process groups)`)
+    } else if (r === -os.constants.errno.EPERM && plan.holderTokens > 0) {
+      return 'refused'
     } else {
       io.say('warn', `jobserver: JOBSERVER_MAX_JOBS is not applied: steved refused to put pid ${pid} into group ${plan.groupName} (${errnoName(r)})`)
     }
   } finally {
     c.close()
+  }
+  return 'done'
+}
+
+/**
+ * steved refused this phase's own join with EPERM: the group belongs to another uid. Under
+ * FEATURES=userpriv setup runs as root and starts the holder as root, so the group is root's
+ * and the phases run as the portage user may not join it. The holder (which joins the group
+ * itself) does it for them; it checks that the process is one of this build's.
+ */
+async function joinThroughHolder(io: ShimIo, job: Job, plan: Plan, pid: number, phase: string, first: boolean): Promise<void> {
+  const refused = `jobserver: JOBSERVER_MAX_JOBS is not applied: steved refused to put pid ${pid} into group ${plan.groupName} (EPERM)`
+  let r: Reply
+  try {
+    const h = await holderSocket(io, job, null, phase)
+    if (!h) {
+      io.say('warn', `${refused}, and ${job.pkg} has no holder to do it (the group is another user's)`)
+      return
+    }
+    r = await request(h.sock, { v: 1, op: 'join', pid, start: selfStart(io, pid), phase })
+  } catch (e) {
+    io.say('warn', `${refused}, and asking the holder failed: ${describeError(e)}`)
+    return
+  }
+  if (r.type === 'joined') {
+    if (first) sayCapped(io, plan)
+  } else if (r.type === 'error') {
+    io.say('warn', `${refused}, and the holder did not do it either: ${r.message} [${r.code}]`)
   }
 }
 

@@ -37,6 +37,15 @@ export class ProcFs {
     return out
   }
 
+  /** The uid a process runs as (the owner of /proc/PID), or null when it does not exist. */
+  uid(pid: number): number | null {
+    try {
+      return fs.statSync(`${this.root}/${pid}`).uid
+    } catch {
+      return null
+    }
+  }
+
   /**
    * Whether the environment the process was started with contains `entry` ("NAME=value")
    * exactly. False when it cannot be read (another user's process, or gone).

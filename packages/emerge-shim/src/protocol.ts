@@ -11,6 +11,13 @@
 //   {"v":1,"op":"end","reason":"success"|"failed","pid":P}
 //       -> {"type":"ending","waitingFor":N}       the tokens go back once the N processes of
 //                                                 the build (P's among them) are gone
+//   {"v":1,"op":"join","pid":P,"start":S,"phase":"compile"}
+//       -> {"type":"joined","group":G,"limit":L}  the holder put P into the job's steved group
+//     For a phase whose own join steved refused with EPERM: under FEATURES=userpriv the group
+//     was made by root (setup and the holder it started), and the phases that run as the
+//     portage user may not join it. The holder does it for them, but only for a process started
+//     with this job's PORTAGE_BUILDDIR in its environment (so nobody who can reach the socket
+//     can make a root holder cap someone else's processes); ERR_SHIM_JOIN_REFUSED otherwise.
 //   {"v":1,"op":"status"} -> {"type":"status",...}   for tests and for people
 // Any request may also get {"type":"error","code":...,"message":...}. A holder that is already
 // giving its tokens back answers attach with an error ERR_SHIM_HOLDER_ENDING.
@@ -22,6 +29,7 @@ export const SOCKET_NAME = '.steved-jobserver.sock'
 export type Request =
   | { v: 1; op: 'attach'; pid: number; start: number; phase: string }
   | { v: 1; op: 'end'; reason: 'success' | 'failed'; pid: number }
+  | { v: 1; op: 'join'; pid: number; start: number; phase: string }
   | { v: 1; op: 'status' }
 
 /** What the holder says about itself (the `holding` and `status` replies). */
@@ -53,6 +61,7 @@ export type Reply =
   | { type: 'wait'; text: string }
   | ({ type: 'holding' } & HolderState)
   | { type: 'ending'; waitingFor: number }
+  | { type: 'joined'; group: string; limit: number }
   | ({ type: 'status' } & HolderState)
   | { type: 'error'; code: string; message: string }
 
@@ -80,6 +89,9 @@ export function parseRequest(line: string): Request {
     case 'end':
       if ((m.reason === 'success' || m.reason === 'failed') && isInt(m.pid)) return { v: 1, op: 'end', reason: m.reason, pid: m.pid }
       break
+    case 'join':
+      if (isInt(m.pid) && isInt(m.start) && typeof m.phase === 'string') return { v: 1, op: 'join', pid: m.pid, start: m.start, phase: m.phase }
+      break
     case 'status':
       return { v: 1, op: 'status' }
   }
@@ -94,7 +106,7 @@ export function parseReply(line: string): Reply {
   } catch {
     throw new ShimError('ERR_SHIM_PROTOCOL', 'a reply line is not JSON')
   }
-  if (!m || typeof m !== 'object' || !['wait', 'holding', 'ending', 'status', 'error'].includes((m as { type?: string }).type ?? '')) {
+  if (!m || typeof m !== 'object' || !['wait', 'holding', 'ending', 'joined', 'status', 'error'].includes((m as { type?: string }).type ?? '')) {
     throw new ShimError('ERR_SHIM_PROTOCOL', `bad reply: ${line.slice(0, 200)}`)
   }
   return m

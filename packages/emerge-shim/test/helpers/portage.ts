@@ -12,6 +12,7 @@
 // Every process of the bed carries STEVED_EMERGE_TEST=<tag> in its environment (Portage passes
 // the caller's environment to the phases, and the holder inherits it) and is SIGKILLed at
 // teardown by processTag.
+import { spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { start, type Done, type Started } from '../../../../test/helpers/proc'
@@ -44,6 +45,26 @@ export function portageBin(version: string): string {
   return bin
 }
 
+/**
+ * A venv on the system's Python that runs the same Portage as portageVenv(version), for
+ * FEATURES=userpriv: the phases run as the portage user, and the venvs' python3 links to an
+ * interpreter under /root (pyenv), which other users cannot reach. This one's python3 is
+ * /usr/bin/python3; a .pth file puts the Portage venv's site-packages on its path, and
+ * lib/portage (Portage's bin/, found from sys.prefix) links to the Portage venv's.
+ */
+export function userVenv(version: string, dir: string): string {
+  const venv = portageVenv(version)
+  const site = fs.readdirSync(path.join(venv, 'lib')).find((d) => /^python3\.\d+$/.test(d))
+  if (!site) throw new Error(`no lib/python3.N in ${venv}`)
+  const uv = path.join(dir, `venv-userpriv-${version}`)
+  const r = spawnSync('/usr/bin/python3', ['-m', 'venv', '--without-pip', uv], { encoding: 'utf8' })
+  if (r.status !== 0) throw new Error(`/usr/bin/python3 -m venv ${uv}: ${r.stderr}`)
+  const usite = fs.readdirSync(path.join(uv, 'lib')).find((d) => /^python3\.\d+$/.test(d))!
+  fs.writeFileSync(path.join(uv, 'lib', usite, 'site-packages', 'portage-venv.pth'), `${path.join(venv, 'lib', site, 'site-packages')}\n`)
+  fs.symlinkSync(path.join(venv, 'lib', 'portage'), path.join(uv, 'lib', 'portage'))
+  return uv
+}
+
 export interface PackageSpec {
   /** Package name (category app-misc, version 1). */
   name: string
@@ -70,6 +91,12 @@ export interface BedOptions {
   makeflags?: string
   /** More make.conf lines. */
   makeConf?: string[]
+  /**
+   * FEATURES=userpriv: src_unpack … src_install run as this user and group (PORTAGE_USERNAME,
+   * PORTAGE_GRPNAME), setup and the merge as root. The test makes them, and makes what the
+   * builds write (logs, barriers) writable for them. Default: no userpriv, all phases as root.
+   */
+  userpriv?: { user: string; group: string }
 }
 
 export interface Bed {
@@ -137,6 +164,8 @@ src_install() {
 /** Write the prefix: profile, repository, make.conf, bashrc, package.env. */
 export function makeBed(o: BedOptions): Bed {
   const venv = portageVenv(o.version)
+  // What runs emerge: the Portage venv, or under userpriv one the portage user can run too.
+  const runVenv = o.userpriv ? userVenv(o.version, o.dir) : venv
   const prefix = path.join(o.dir, `prefix-${o.version}`)
   const etc = path.join(prefix, 'etc', 'portage')
   const repo = path.join(prefix, 'var', 'db', 'repos', 'gentoo')
@@ -182,7 +211,7 @@ export function makeBed(o: BedOptions): Bed {
   makeConf +=
     `# The test bed: no sandboxes (the tests watch the builds from outside), keep the build\n` +
     `# directories (their logs), no delays.\n` +
-    `FEATURES="\${FEATURES} -sandbox -usersandbox -ipc-sandbox -network-sandbox -pid-sandbox -userpriv -userfetch -usersync -news -merge-sync noclean"\n` +
+    `FEATURES="\${FEATURES} -sandbox -usersandbox -ipc-sandbox -network-sandbox -pid-sandbox ${o.userpriv ? 'userpriv' : '-userpriv'} -userfetch -usersync -news -merge-sync noclean"\n` +
     `PORTAGE_TMPDIR="${tmpdir}"\nCLEAN_DELAY="0"\nEMERGE_WARNING_DELAY="0"\n` +
     `STEVED_JOBSERVER_HELPER="${HELPER_BIN}"\n` +
     `STEVED_TEST_JOBLOG="${jobsLog}"\nSTEVED_TEST_NODE="${process.execPath}"\nSTEVED_TEST_STEVECTL="${STEVECTL}"\nSTEVED_TEST_JOBSERVER="${jsPath}"\n` +
@@ -201,18 +230,21 @@ export function makeBed(o: BedOptions): Bed {
       // Nothing of the caller's jobserver: native Portage would take MAKEFLAGS in its own
       // environment as "started under a jobserver client" and use an implicit slot.
       const env: Record<string, string> = {
-        PATH: `${path.join(prefix, 'bin')}:${path.join(venv, 'bin')}:/usr/sbin:/usr/bin:/sbin:/bin`,
+        PATH: `${path.join(prefix, 'bin')}:${path.join(runVenv, 'bin')}:/usr/sbin:/usr/bin:/sbin:/bin`,
         LANG: 'C.UTF-8',
         HOME: '/root',
         TERM: 'dumb',
         PORTAGE_OVERRIDE_EPREFIX: prefix,
-        // No portage user here; the builds run as root (FEATURES=-userpriv).
-        PORTAGE_USERNAME: 'root',
-        PORTAGE_GRPNAME: 'root',
+        // No portage user here unless the test made one for userpriv; otherwise the builds
+        // run as root (FEATURES=-userpriv).
+        PORTAGE_USERNAME: o.userpriv?.user ?? 'root',
+        PORTAGE_GRPNAME: o.userpriv?.group ?? 'root',
         STEVED_EMERGE_TEST: o.tag,
         ...more,
       }
-      return start(t, path.join(venv, 'bin', 'emerge'), ['--oneshot', '--color=n', '--nospinner', ...args], { env, detached: true })
+      const opts = ['--oneshot', '--color=n', '--nospinner', ...args]
+      if (o.userpriv) return start(t, path.join(runVenv, 'bin', 'python3'), [path.join(runVenv, 'lib', 'portage', 'bin', 'emerge'), ...opts], { env, detached: true })
+      return start(t, path.join(venv, 'bin', 'emerge'), opts, { env, detached: true })
     },
     builddir,
     buildLog: (name) => read(path.join(builddir(name), 'temp', 'build.log')),

@@ -1,0 +1,154 @@
+// JOBSERVER_MAX_JOBS under FEATURES=userpriv (Portage's default), with real emerge (3.0.73 and
+// 3.0.83) against steved: pkg_setup runs as root, src_unpack … src_install as the portage user.
+// steved's groups belong to the uid that made them (docs/control.md), so the root-made group of
+// the package refuses the portage user's own joins (EPERM); the job's holder, root since it was
+// started in setup, then joins those phases on their behalf. The capped build must stay at its
+// cap while another build uses the rest of the pool, as in caps.test.ts.
+//
+// The test makes a throw-away user and group for Portage's `portage` (PORTAGE_USERNAME,
+// PORTAGE_GRPNAME) and removes them at teardown, after killing every process of the test.
+import { spawnSync } from 'node:child_process'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import t, { type Test } from 'tap'
+import { maxOverlap, parseJobLog } from '../../../test/helpers/joblog'
+import { run, start } from '../../../test/helpers/proc'
+import { startSteved, tmpDir } from '../../../test/helpers/steved'
+import { ProcFs } from '../dist/procfs'
+import { makefile, processTag, sleep, stevedStatus, taggedPids, waitForStatus, writeRecipe, type StatusDoc } from './helpers/emerge'
+import { ewarns, finished, makeBed, PORTAGE_VERSIONS } from './helpers/portage'
+
+// Each real emerge takes 10-40 s on a shared 2-core machine; tap's default file limit is 300 s.
+t.setTimeout(900_000)
+
+function sh(cmd: string, args: string[]): void {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' })
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr}`)
+}
+
+/**
+ * A throw-away user and group standing in for portage:portage. At teardown the test's processes
+ * (tag) are killed first, so that userdel finds none of the user's processes left.
+ */
+function throwAwayPortage(t: Test, tag: string): { user: string; group: string; uid: number } {
+  const name = `stvp${process.pid % 100000}${Math.random().toString(36).slice(2, 6)}`
+  t.teardown(async () => {
+    for (let i = 0; i < 50 && taggedPids(tag).length > 0; i++) {
+      for (const pid of taggedPids(tag)) {
+        try {
+          process.kill(pid, 'SIGKILL')
+        } catch {
+          // already gone
+        }
+      }
+      await sleep(100)
+    }
+    spawnSync('userdel', [name], { stdio: 'ignore' })
+    spawnSync('groupdel', [name], { stdio: 'ignore' })
+  })
+  sh('groupadd', [name])
+  sh('useradd', ['-M', '-N', '-g', name, '-s', '/usr/sbin/nologin', name])
+  const uid = Number(spawnSync('id', ['-u', name], { encoding: 'utf8' }).stdout.trim())
+  return { user: name, group: name, uid }
+}
+
+/** Run as another user: connect to the holder socket argv[1], send request argv[2], print the replies. */
+const ASK_HOLDER = `
+const sock = require('node:net').connect(process.argv[1])
+let out = ''
+sock.on('data', (d) => (out += d))
+sock.on('close', () => process.stdout.write(out))
+sock.on('error', (e) => { process.stderr.write(String(e)); process.exitCode = 1 })
+sock.write(process.argv[2] + '\\n')
+`
+
+/** A waiter of group `name` held back by the group's cap while the pool has tokens to give. */
+const capBinds = (name: string) => (s: StatusDoc) => {
+  const g = s.groups.find((x) => x.name === name)
+  return g !== undefined && s.waiters.some((w) => g.members.includes(w.pid) && w.reason === 'group-limit')
+}
+
+for (const version of PORTAGE_VERSIONS) {
+  t.test(`Portage ${version}, FEATURES=userpriv: JOBSERVER_MAX_JOBS=2 holds for the build phases run as the portage user`, async (t) => {
+    const dir = tmpDir(t)
+    // The portage user reaches the prefix, the recipes, the logs and the jobserver file (0666).
+    fs.chmodSync(dir, 0o755)
+    const steved = await startSteved(t, { jobs: 8, dir })
+    const tag = processTag(t)
+    const portage = throwAwayPortage(t, tag)
+    const recipe = writeRecipe(dir)
+    const log = path.join(dir, 'recipes.log')
+    for (const f of [log, path.join(dir, 'jobs.log')]) {
+      fs.writeFileSync(f, '')
+      fs.chmodSync(f, 0o666)
+    }
+    const [bA, bB] = ['barrier-capped', 'barrier-free'].map((d) => {
+      fs.mkdirSync(path.join(dir, d))
+      fs.chmodSync(path.join(dir, d), 0o777)
+      return path.join(dir, d)
+    })
+    const go = path.join(dir, 'go-capped')
+    const capped = {
+      name: 'capped',
+      env: { JOBSERVER_MAX_JOBS: '2' },
+      makefile: makefile({ prefix: 'capped', n: 6, recipe, log, barrier: 2, barrierDir: bA, gate: go, seconds: 0.1 }),
+    }
+    const free = {
+      name: 'free',
+      makefile: makefile({ prefix: 'free', n: 10, recipe, log, barrier: 6, barrierDir: bB, seconds: 0.3 }),
+    }
+    const bed = makeBed({ version, jobserver: steved, dir, tag, packages: [capped, free], userpriv: portage })
+    const emerge = bed.emerge(t, ['--jobs=2', 'app-misc/capped', 'app-misc/free'])
+    // Either the cap holds make back at 2 running recipes, or more than 2 have started: the
+    // cap does not hold (every capped recipe waits for the gate, so none ends before).
+    let ended = false
+    void emerge.exited.then(() => (ended = true))
+    const until = Date.now() + 120_000
+    let seen = await stevedStatus(steved)
+    while (!(fs.readdirSync(bA).length > 2 || (fs.readdirSync(bA).length === 2 && capBinds('app-misc/capped-1')(seen)))) {
+      const why = ended ? 'emerge exited' : Date.now() > until ? 'timed out' : null
+      if (why) throw new Error(`${why} before the cap held the capped build's make back or the build passed it; emerge: ${emerge.output().slice(-3000)}; last status: ${JSON.stringify(seen)}`)
+      await sleep(100)
+      seen = await stevedStatus(steved)
+    }
+    t.equal(fs.readdirSync(bA).length, 2, 'the capped build started 2 recipes before the gate opened, not more')
+    t.equal(fs.statSync(path.join(bA, fs.readdirSync(bA)[0])).uid, portage.uid, 'src_compile ran as the portage user (userpriv is on)')
+    const group = seen.groups.find((g) => g.name === 'app-misc/capped-1')
+    t.equal(group?.limit, 2, "group limit 2: the holder's token and one token make may read")
+    t.ok(group !== undefined && group.tokens <= 2, `the group holds ${group?.tokens} token(s)`)
+
+    // The holder joins only this build's processes: a process without the job's
+    // PORTAGE_BUILDDIR (here a root `sleep`), asked for by the portage user, stays out.
+    const victim = start(t, 'sleep', ['300'], { env: { PATH: process.env.PATH, STEVED_EMERGE_TEST: tag } })
+    const victimStart = new ProcFs().stat(victim.pid)!.start
+    const ask = await run(
+      'setpriv',
+      ['--reuid', String(portage.uid), '--regid', portage.group, '--clear-groups', process.execPath, '-e', ASK_HOLDER, path.join(bed.builddir('capped'), '.steved-jobserver.sock'), JSON.stringify({ v: 1, op: 'join', pid: victim.pid, start: victimStart, phase: 'compile' })],
+      { env: { PATH: process.env.PATH, STEVED_EMERGE_TEST: tag }, timeoutMs: 30_000 },
+    )
+    t.match(ask.stdout, /"type":"error","code":"ERR_SHIM_JOIN_REFUSED","message":"pid \d+ is not a process of this build/, 'the holder refuses to join a process of another build', { stderr: ask.stderr })
+    const after = await stevedStatus(steved)
+    t.notOk(after.groups.some((g) => g.members.includes(victim.pid) || g.roots.includes(victim.pid)), 'that process is in no group')
+    victim.child.kill('SIGKILL')
+
+    fs.writeFileSync(go, '')
+    const done = await finished(emerge)
+    t.equal(done.code, 0, 'emerge finished', { output: done.stdout.slice(-3000) })
+    t.ok(bed.installed('capped') && bed.installed('free'), 'both merged')
+
+    const jobs = parseJobLog(fs.readFileSync(log, 'utf8'))
+    const a = jobs.filter((j) => j.name.startsWith('capped-'))
+    const b = jobs.filter((j) => j.name.startsWith('free-'))
+    t.equal(a.length, 6)
+    t.equal(b.length, 10)
+    t.equal(maxOverlap(a), 2, 'the capped build ran 2 jobs at once at most (and reached 2)')
+    t.ok(maxOverlap(b) >= 6, `the uncapped build ran ${maxOverlap(b)} jobs at once: the rest of the pool`)
+    t.ok(maxOverlap(jobs) <= 8, `${maxOverlap(jobs)} jobs at once in all, within the pool of 8`)
+    const cappedLog = bed.buildLog('capped')
+    t.match(cappedLog, /JOBSERVER_MAX_JOBS=2: this build runs at most 2 job\(s\) at once \(steved group app-misc\/capped-1/)
+    t.same(ewarns(cappedLog).filter((w) => /jobserver/.test(w)), [], 'no jobserver warning in the capped build (no "JOBSERVER_MAX_JOBS is not applied")')
+    t.match(bed.holderLog('capped'), /phase compile: joined pid \d+ \(uid \d+\) to group app-misc\/capped-1 on its behalf/, "the holder joined the compile phase to the group")
+    t.notMatch(bed.buildLog('free'), /JOBSERVER_MAX_JOBS/)
+    await waitForStatus(steved, (s) => s.holders.length === 0 && s.groups.length === 0 && s.pool.free === 8, 'every token back, the group gone')
+  })
+}
