@@ -7,17 +7,12 @@ import * as path from 'node:path'
 import t from 'tap'
 import { maxOverlap, parseJobLog } from '../../../test/helpers/joblog'
 import { startSteved, tmpDir } from '../../../test/helpers/steved'
-import { holdersOf, makefile, processTag, waitForStatus, writeRecipe, type StatusDoc } from './helpers/emerge'
+import { holdersOf, makefile, processTag, waitForStatus, writeRecipe } from './helpers/emerge'
+import { capBinds, cappedAndFree, checkCapHeld } from './helpers/capped'
 import { finished, makeBed, PORTAGE_VERSIONS } from './helpers/portage'
 
 // Each real emerge takes 10-40 s on a shared 2-core machine; tap's default file limit is 300 s.
 t.setTimeout(900_000)
-
-/** A waiter of group `name` held back by the group's cap while the pool has tokens to give. */
-const capBinds = (name: string) => (s: StatusDoc) => {
-  const g = s.groups.find((x) => x.name === name)
-  return g !== undefined && s.waiters.some((w) => g.members.includes(w.pid) && w.reason === 'group-limit')
-}
 
 for (const version of PORTAGE_VERSIONS) {
   t.test(`Portage ${version}: JOBSERVER_MAX_JOBS=2: the capped build never runs more than 2 jobs, the uncapped one uses the rest of the pool`, async (t) => {
@@ -26,24 +21,8 @@ for (const version of PORTAGE_VERSIONS) {
     const tag = processTag(t)
     const recipe = writeRecipe(dir)
     const log = path.join(dir, 'recipes.log')
-    const [bA, bB] = ['barrier-capped', 'barrier-free'].map((d) => {
-      fs.mkdirSync(path.join(dir, d))
-      return path.join(dir, d)
-    })
-    const go = path.join(dir, 'go-capped')
-    const capped = {
-      name: 'capped',
-      env: { JOBSERVER_MAX_JOBS: '2' },
-      // Two recipes must run at once (the cap is reached), then they wait until the test has
-      // seen the cap hold make back.
-      makefile: makefile({ prefix: 'capped', n: 6, recipe, log, barrier: 2, barrierDir: bA, gate: go, seconds: 0.1 }),
-    }
-    const free = {
-      name: 'free',
-      // Six recipes at once: all of the pool that the capped build may not use (8 - 2).
-      makefile: makefile({ prefix: 'free', n: 10, recipe, log, barrier: 6, barrierDir: bB, seconds: 0.3 }),
-    }
-    const bed = makeBed({ version, jobserver: steved, dir, tag, packages: [capped, free] })
+    const { packages, barrier: bA, gate: go } = cappedAndFree(dir, recipe, log)
+    const bed = makeBed({ version, jobserver: steved, dir, tag, packages })
     const emerge = bed.emerge(t, ['--jobs=2', 'app-misc/capped', 'app-misc/free'])
     const seen = await waitForStatus(steved, (s) => capBinds('app-misc/capped-1')(s) && fs.readdirSync(bA).length === 2, "the cap to hold the capped build's make back", 120_000)
     const group = seen.groups.find((g) => g.name === 'app-misc/capped-1')!
@@ -54,14 +33,7 @@ for (const version of PORTAGE_VERSIONS) {
     t.equal(done.code, 0, 'emerge finished', { output: done.stdout.slice(-3000) })
     t.ok(bed.installed('capped') && bed.installed('free'), 'both merged')
 
-    const jobs = parseJobLog(fs.readFileSync(log, 'utf8'))
-    const a = jobs.filter((j) => j.name.startsWith('capped-'))
-    const b = jobs.filter((j) => j.name.startsWith('free-'))
-    t.equal(a.length, 6)
-    t.equal(b.length, 10)
-    t.equal(maxOverlap(a), 2, 'the capped build ran 2 jobs at once at most (and reached 2)')
-    t.ok(maxOverlap(b) >= 6, `the uncapped build ran ${maxOverlap(b)} jobs at once: the rest of the pool`)
-    t.ok(maxOverlap(jobs) <= 8, `${maxOverlap(jobs)} jobs at once in all, within the pool of 8`)
+    checkCapHeld(t, log)
     t.match(bed.buildLog('capped'), /JOBSERVER_MAX_JOBS=2: this build runs at most 2 job\(s\) at once \(steved group app-misc\/capped-1/)
     t.notMatch(bed.buildLog('free'), /JOBSERVER_MAX_JOBS/)
     await waitForStatus(steved, (s) => s.holders.length === 0 && s.groups.length === 0 && s.pool.free === 8, 'every token back, the group gone')

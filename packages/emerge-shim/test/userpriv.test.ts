@@ -7,49 +7,43 @@
 //
 // The test makes a throw-away user and group for Portage's `portage` (PORTAGE_USERNAME,
 // PORTAGE_GRPNAME) and removes them at teardown, after killing every process of the test.
-import { spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import t, { type Test } from 'tap'
-import { maxOverlap, parseJobLog } from '../../../test/helpers/joblog'
 import { run, start } from '../../../test/helpers/proc'
+import { throwAwayUser } from '../../../test/helpers/users'
 import { startSteved, tmpDir } from '../../../test/helpers/steved'
 import { ProcFs } from '../dist/procfs'
-import { makefile, processTag, sleep, stevedStatus, taggedPids, waitForStatus, writeRecipe, type StatusDoc } from './helpers/emerge'
+import { processTag, sleep, stevedStatus, taggedPids, waitForStatus, writeRecipe } from './helpers/emerge'
+import { capBinds, cappedAndFree, checkCapHeld } from './helpers/capped'
 import { ewarns, finished, makeBed, PORTAGE_VERSIONS } from './helpers/portage'
 
 // Each real emerge takes 10-40 s on a shared 2-core machine; tap's default file limit is 300 s.
 t.setTimeout(900_000)
 
-function sh(cmd: string, args: string[]): void {
-  const r = spawnSync(cmd, args, { encoding: 'utf8' })
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr}`)
-}
-
 /**
- * A throw-away user and group standing in for portage:portage. At teardown the test's processes
- * (tag) are killed first, so that userdel finds none of the user's processes left.
+ * A throw-away user and group standing in for portage:portage (test/helpers/users.ts). At
+ * teardown the test's processes (tag) are killed first, so that userdel finds none of the
+ * user's processes left.
  */
 function throwAwayPortage(t: Test, tag: string): { user: string; group: string; uid: number } {
   const name = `stvp${process.pid % 100000}${Math.random().toString(36).slice(2, 6)}`
-  t.teardown(async () => {
-    for (let i = 0; i < 50 && taggedPids(tag).length > 0; i++) {
-      for (const pid of taggedPids(tag)) {
-        try {
-          process.kill(pid, 'SIGKILL')
-        } catch {
-          // already gone
+  const u = throwAwayUser(t, name, {
+    group: true,
+    beforeRemove: async () => {
+      for (let i = 0; i < 50 && taggedPids(tag).length > 0; i++) {
+        for (const pid of taggedPids(tag)) {
+          try {
+            process.kill(pid, 'SIGKILL')
+          } catch {
+            // already gone
+          }
         }
+        await sleep(100)
       }
-      await sleep(100)
-    }
-    spawnSync('userdel', [name], { stdio: 'ignore' })
-    spawnSync('groupdel', [name], { stdio: 'ignore' })
+    },
   })
-  sh('groupadd', [name])
-  sh('useradd', ['-M', '-N', '-g', name, '-s', '/usr/sbin/nologin', name])
-  const uid = Number(spawnSync('id', ['-u', name], { encoding: 'utf8' }).stdout.trim())
-  return { user: name, group: name, uid }
+  return { user: name, group: name, uid: u.uid }
 }
 
 /** Run as another user: connect to the holder socket argv[1], send request argv[2], print the replies. */
@@ -61,12 +55,6 @@ sock.on('close', () => process.stdout.write(out))
 sock.on('error', (e) => { process.stderr.write(String(e)); process.exitCode = 1 })
 sock.write(process.argv[2] + '\\n')
 `
-
-/** A waiter of group `name` held back by the group's cap while the pool has tokens to give. */
-const capBinds = (name: string) => (s: StatusDoc) => {
-  const g = s.groups.find((x) => x.name === name)
-  return g !== undefined && s.waiters.some((w) => g.members.includes(w.pid) && w.reason === 'group-limit')
-}
 
 for (const version of PORTAGE_VERSIONS) {
   t.test(`Portage ${version}, FEATURES=userpriv: JOBSERVER_MAX_JOBS=2 holds for the build phases run as the portage user`, async (t) => {
@@ -82,22 +70,8 @@ for (const version of PORTAGE_VERSIONS) {
       fs.writeFileSync(f, '')
       fs.chmodSync(f, 0o666)
     }
-    const [bA, bB] = ['barrier-capped', 'barrier-free'].map((d) => {
-      fs.mkdirSync(path.join(dir, d))
-      fs.chmodSync(path.join(dir, d), 0o777)
-      return path.join(dir, d)
-    })
-    const go = path.join(dir, 'go-capped')
-    const capped = {
-      name: 'capped',
-      env: { JOBSERVER_MAX_JOBS: '2' },
-      makefile: makefile({ prefix: 'capped', n: 6, recipe, log, barrier: 2, barrierDir: bA, gate: go, seconds: 0.1 }),
-    }
-    const free = {
-      name: 'free',
-      makefile: makefile({ prefix: 'free', n: 10, recipe, log, barrier: 6, barrierDir: bB, seconds: 0.3 }),
-    }
-    const bed = makeBed({ version, jobserver: steved, dir, tag, packages: [capped, free], userpriv: portage })
+    const { packages, barrier: bA, gate: go } = cappedAndFree(dir, recipe, log, 0o777)
+    const bed = makeBed({ version, jobserver: steved, dir, tag, packages, userpriv: portage })
     const emerge = bed.emerge(t, ['--jobs=2', 'app-misc/capped', 'app-misc/free'])
     // Either the cap holds make back at 2 running recipes, or more than 2 have started: the
     // cap does not hold (every capped recipe waits for the gate, so none ends before).
@@ -136,14 +110,7 @@ for (const version of PORTAGE_VERSIONS) {
     t.equal(done.code, 0, 'emerge finished', { output: done.stdout.slice(-3000) })
     t.ok(bed.installed('capped') && bed.installed('free'), 'both merged')
 
-    const jobs = parseJobLog(fs.readFileSync(log, 'utf8'))
-    const a = jobs.filter((j) => j.name.startsWith('capped-'))
-    const b = jobs.filter((j) => j.name.startsWith('free-'))
-    t.equal(a.length, 6)
-    t.equal(b.length, 10)
-    t.equal(maxOverlap(a), 2, 'the capped build ran 2 jobs at once at most (and reached 2)')
-    t.ok(maxOverlap(b) >= 6, `the uncapped build ran ${maxOverlap(b)} jobs at once: the rest of the pool`)
-    t.ok(maxOverlap(jobs) <= 8, `${maxOverlap(jobs)} jobs at once in all, within the pool of 8`)
+    checkCapHeld(t, log)
     const cappedLog = bed.buildLog('capped')
     t.match(cappedLog, /JOBSERVER_MAX_JOBS=2: this build runs at most 2 job\(s\) at once \(steved group app-misc\/capped-1/)
     t.same(ewarns(cappedLog).filter((w) => /jobserver/.test(w)), [], 'no jobserver warning in the capped build (no "JOBSERVER_MAX_JOBS is not applied")')

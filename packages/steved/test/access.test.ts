@@ -10,6 +10,7 @@ import * as path from 'node:path'
 import t from 'tap'
 
 import { run } from '../../../test/helpers/proc'
+import { throwAwayGroup, throwAwayUser, type ThrowAwayUser } from '../../../test/helpers/users'
 import { startSteved, tmpDir, waitForStatus } from '../../../test/helpers/steved'
 
 // Runs as the unprivileged user: open, read a token, return it; then try to change `jobs`
@@ -29,24 +30,11 @@ except OSError as e:
     print("set", errno.errorcode[e.errno])
 `
 
-function sh(cmd: string, args: string[]): void {
-  const r = spawnSync(cmd, args, { encoding: 'utf8' })
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr}`)
-}
-
 t.test('--mode 0660 --group G: a user outside G cannot open the jobserver, a member can but cannot change settings', async (t) => {
   const tag = `stv${process.pid % 100000}`
-  const group = `${tag}g`
-  const member = `${tag}m`
-  const outsider = `${tag}o`
-  // Teardown first, so a half-done set-up is undone too.
-  t.teardown(() => {
-    for (const u of [member, outsider]) spawnSync('userdel', [u], { stdio: 'ignore' })
-    spawnSync('groupdel', [group], { stdio: 'ignore' })
-  })
-  sh('groupadd', [group])
-  sh('useradd', ['-M', '-N', '-s', '/usr/sbin/nologin', '-G', group, member])
-  sh('useradd', ['-M', '-N', '-s', '/usr/sbin/nologin', outsider])
+  const group = throwAwayGroup(t, `${tag}g`).name
+  const member = throwAwayUser(t, `${tag}m`, { groups: [group] })
+  const outsider = throwAwayUser(t, `${tag}o`)
 
   const dir = tmpDir(t)
   fs.chmodSync(dir, 0o755) // only the file's own permissions may decide
@@ -55,20 +43,15 @@ t.test('--mode 0660 --group G: a user outside G cannot open the jobserver, a mem
   t.equal(st.mode & 0o777, 0o660, 'the jobserver is 0660')
   t.equal(st.gid, Number(spawnSync('getent', ['group', group], { encoding: 'utf8' }).stdout.split(':')[2]), `owned by group ${group}`)
 
-  const id = (flag: string, user: string): string => spawnSync('id', [flag, user], { encoding: 'utf8' }).stdout.trim()
-  const as = (user: string) =>
-    run('setpriv', ['--reuid', id('-u', user), '--regid', id('-g', user), '--init-groups', '/usr/bin/python3', '-c', CLIENT, s.path], {
-      cwd: path.dirname(s.path),
-      timeoutMs: 20000,
-    })
+  const as = (user: ThrowAwayUser) => run('setpriv', user.as('/usr/bin/python3', '-c', CLIENT, s.path), { cwd: path.dirname(s.path), timeoutMs: 20000 })
 
   const out = await as(outsider)
   t.equal(out.code, 0, out.stderr)
-  t.match(out.stdout, /^open EACCES$/m, `${outsider} (not in ${group}) is refused with EACCES`)
+  t.match(out.stdout, /^open EACCES$/m, `${outsider.name} (not in ${group}) is refused with EACCES`)
 
   const mem = await as(member)
   t.equal(mem.code, 0, mem.stderr)
-  t.match(mem.stdout, /^open ok$/m, `${member} (in ${group}) opens it`)
+  t.match(mem.stdout, /^open ok$/m, `${member.name} (in ${group}) opens it`)
   t.match(mem.stdout, /^token b'\+'$/m, 'and takes and returns a token')
   t.match(mem.stdout, /^set EPERM$/m, 'but may not change settings (not root, not the admin group)')
 

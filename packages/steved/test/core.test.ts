@@ -462,7 +462,7 @@ t.test('control requests: the core decides who may do what from the caller the i
   const ask = (caller: Caller, request: ControlRequest): { reply: string; logs: string[] } => {
     const r = req++
     const effects = s.send({ kind: 'control', req: r, caller, request })
-    const reply = effects.find((e) => (e.kind === 'reply-control' || e.kind === 'reply-error') && e.req === r)
+    const reply = effects.find((e): e is Extract<Effect, { kind: 'reply-control' | 'reply-error' }> => (e.kind === 'reply-control' || e.kind === 'reply-error') && e.req === r)
     const logs = effects.flatMap((e) => (e.kind === 'log' ? [e.text] : []))
     if (!reply) throw new Error(`request ${r} not answered`)
     return { reply: reply.kind === 'reply-error' ? reply.errno : reply.value === undefined ? 'done' : `value ${reply.value}`, logs }

@@ -10,6 +10,7 @@ import * as path from 'node:path'
 import t, { type Test } from 'tap'
 
 import { run, start } from '../../../test/helpers/proc'
+import { throwAwayUser as makeUser } from '../../../test/helpers/users'
 import { ROOT, startSteved, tmpDir, type RunningSteved } from '../../../test/helpers/steved'
 
 const PKG = path.join(ROOT, 'packages', 'steved')
@@ -22,15 +23,8 @@ function sh(cmd: string, args: string[]): void {
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr}`)
 }
 
-/** A throw-away user, removed in teardown; `as` prefixes a command to run as that user. */
-function throwAwayUser(t: Test, suffix: string): { name: string; uid: number; as: (cmd: string, ...args: string[]) => string[] } {
-  const name = `stv${process.pid % 100000}${suffix}`
-  t.teardown(() => spawnSync('userdel', [name], { stdio: 'ignore' }))
-  sh('useradd', ['-M', '-N', '-s', '/usr/sbin/nologin', name])
-  const uid = Number(spawnSync('id', ['-u', name], { encoding: 'utf8' }).stdout.trim())
-  const gid = spawnSync('id', ['-g', name], { encoding: 'utf8' }).stdout.trim()
-  return { name, uid, as: (cmd, ...args) => ['--reuid', String(uid), '--regid', gid, '--init-groups', cmd, ...args] }
-}
+/** A throw-away user (test/helpers/users.ts), named after this test process. */
+const throwAwayUser = (t: Test, suffix: string) => makeUser(t, `stv${process.pid % 100000}${suffix}`)
 
 /** A steved any user may open: its directory is 0755 (mkdtemp makes it 0700), its file 0666. */
 async function openSteved(t: Test, jobs: number | null, args: string[] = []): Promise<RunningSteved> {
