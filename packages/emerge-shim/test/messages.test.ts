@@ -52,9 +52,11 @@ t.test('the holder protocol: requests are checked, errors carry ERR_SHIM_PROTOCO
   t.same(parseRequest(encode({ v: 1, op: 'attach', pid: 5, start: 77, phase: 'compile' })), { v: 1, op: 'attach', pid: 5, start: 77, phase: 'compile' })
   t.same(parseRequest('{"v":1,"op":"end","reason":"failed","pid":9}'), { v: 1, op: 'end', reason: 'failed', pid: 9 })
   t.same(parseRequest('{"v":1,"op":"status","extra":1}'), { v: 1, op: 'status' })
-  for (const bad of ['', 'nope', '{"v":2,"op":"status"}', '{"v":1,"op":"attach","pid":-1,"start":1,"phase":"x"}', '{"v":1,"op":"end","reason":"maybe","pid":1}', '{"v":1,"op":"fly"}', 'null']) {
+  t.same(parseRequest(encode({ v: 1, op: 'join', pid: 8, start: 90, phase: 'unpack' })), { v: 1, op: 'join', pid: 8, start: 90, phase: 'unpack' })
+  for (const bad of ['', 'nope', '{"v":2,"op":"status"}', '{"v":1,"op":"attach","pid":-1,"start":1,"phase":"x"}', '{"v":1,"op":"end","reason":"maybe","pid":1}', '{"v":1,"op":"join","pid":8,"phase":"x"}', '{"v":1,"op":"join","pid":1.5,"start":1,"phase":"x"}', '{"v":1,"op":"fly"}', 'null']) {
     t.throws(() => parseRequest(bad), { code: 'ERR_SHIM_PROTOCOL' }, JSON.stringify(bad))
   }
   t.same(parseReply('{"type":"ending","waitingFor":2}'), { type: 'ending', waitingFor: 2 })
+  t.same(parseReply('{"type":"joined","group":"app-misc/x-1","limit":3}'), { type: 'joined', group: 'app-misc/x-1', limit: 3 })
   t.throws(() => parseReply('{"type":"party"}'), { code: 'ERR_SHIM_PROTOCOL' })
 })
