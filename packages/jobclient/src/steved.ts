@@ -42,6 +42,14 @@ export const STEVED_IOC_GROUP = ioc(IOC_WRITE, 0x04, GROUP_SIZE)
 
 /** flags bit: the setting has no value (no load limit, no memory floor, ...). */
 export const FLAG_UNSET = 1
+/**
+ * flags bits of a group join: the root is the calling process itself, or its parent, as steved
+ * sees them (the pid field is then 0). A caller in another pid namespace (Portage's
+ * FEATURES=pid-sandbox, a container) knows neither pid as steved does: its own `$$` is a pid of
+ * its namespace.
+ */
+export const GROUP_FLAG_CALLER = 2
+export const GROUP_FLAG_PARENT = 4
 
 /**
  * Bounds shared by the command line, the TOML file, SIGHUP and STEVED_IOC_SET. Token counts
@@ -159,10 +167,13 @@ export function decodeSetting(b: Buffer): { key: number; value: number | null } 
   return { key, value: flags & FLAG_UNSET ? null : b.readDoubleLE(8) }
 }
 
+/** The root of a join: a pid as steved sees it, or the calling process, or its parent. */
+export type GroupRoot = number | 'caller' | 'parent'
+
 export interface GroupRequest {
   op: number
   name: string
-  pid: number
+  pid: GroupRoot
   limit: number | null
 }
 
@@ -171,8 +182,9 @@ export function encodeGroup(r: GroupRequest): Buffer {
   if (name.length === 0 || name.length > GROUP_NAME_MAX) throw new RangeError(`group names are 1 to ${GROUP_NAME_MAX} bytes`)
   const b = Buffer.alloc(GROUP_SIZE)
   b.writeUInt32LE(r.op, 0)
-  b.writeUInt32LE(r.limit === null ? FLAG_UNSET : 0, 4)
-  b.writeUInt32LE(r.pid, 8)
+  const who = r.pid === 'caller' ? GROUP_FLAG_CALLER : r.pid === 'parent' ? GROUP_FLAG_PARENT : 0
+  b.writeUInt32LE((r.limit === null ? FLAG_UNSET : 0) | who, 4)
+  b.writeUInt32LE(typeof r.pid === 'number' ? r.pid : 0, 8)
   b.writeDoubleLE(r.limit ?? 0, 16)
   name.copy(b, 24)
   return b
@@ -180,10 +192,11 @@ export function encodeGroup(r: GroupRequest): Buffer {
 
 export function decodeGroup(b: Buffer): GroupRequest {
   const end = b.indexOf(0, 24)
+  const flags = b.readUInt32LE(4)
   return {
     op: b.readUInt32LE(0),
-    limit: b.readUInt32LE(4) & FLAG_UNSET ? null : b.readDoubleLE(16),
-    pid: b.readUInt32LE(8),
+    limit: flags & FLAG_UNSET ? null : b.readDoubleLE(16),
+    pid: flags & GROUP_FLAG_CALLER ? 'caller' : flags & GROUP_FLAG_PARENT ? 'parent' : b.readUInt32LE(8),
     name: b.subarray(24, end < 0 ? b.length : end).toString('utf8'),
   }
 }
@@ -240,8 +253,12 @@ export class ControlClient {
     this.#ioctl('set', STEVED_IOC_SET, encodeSetting(def.key, value))
   }
 
-  /** Put the process tree under `pid` into group `name`, capped at `limit` tokens together. */
-  groupJoin(name: string, pid: number, limit: number | null): void {
+  /**
+   * Put the process tree under `pid` into group `name`, capped at `limit` tokens together.
+   * 'caller' and 'parent' name this process or its parent as steved sees them, also from
+   * inside another pid namespace.
+   */
+  groupJoin(name: string, pid: GroupRoot, limit: number | null): void {
     this.#ioctl('group', STEVED_IOC_GROUP, encodeGroup({ op: GROUP_OP_JOIN, name, pid, limit }))
   }
 

@@ -6,7 +6,7 @@ import type { PoolConfig } from './core'
 import { StevedError } from './errors'
 import { groupId, userIds } from './io/accounts'
 import { DEFAULT_PRESSURE_DIR, PressureReader, pressureDirProblem } from './io/pressure'
-import { cmdlineOf } from './io/procfs'
+import { cmdlineOf, parentOf } from './io/procfs'
 import { TokenServer } from './io/server'
 import { cuseDevice, fuseFile, pickTransport, type Endpoint, type StartInfo } from './io/transport'
 import { loadAddon, type Addon } from './native'
@@ -77,7 +77,7 @@ export function createDaemon(opts: DaemonOptions, deps: DaemonDeps = {}): Daemon
   const snapshots = new StatusSnapshots()
   const status = (): Status =>
     buildStatus(server.snapshot(), { ...info, adminGroup: adminGid, statusSnapshots: { count: snapshots.count, bytes: snapshots.bytes } }, (pid) => cmdlineOf(pid))
-  const control = controlPlane({ adminGid: () => adminGid, snapshots, statusJson: () => JSON.stringify(status()) })
+  const control = controlPlane({ adminGid: () => adminGid, snapshots, statusJson: () => JSON.stringify(status()), parentOf: (pid) => parentOf(pid) })
   const server = new TokenServer(opts.pool, { addon, log: (l, m) => log(l, m), pressure: (r) => pressure.read(r), control })
   const access = { mode: opts.mode, gid, groupSet: opts.group !== null }
   const env = { addon, log, devDir, mountinfo: deps.mountinfo }

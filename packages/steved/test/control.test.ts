@@ -290,3 +290,47 @@ t.test('a capped process tree (stevectl group join) never exceeds its cap while 
   t.equal(other.code, 1, 'nobody may cap root-owned processes')
   t.match(other.stderr, /belong to another user/)
 })
+
+// Inside another pid namespace (Portage's FEATURES=pid-sandbox, a container) a process knows
+// neither its own pid nor its parent's as steved sees them. A join may name "the caller" or
+// "the caller's parent" instead (GROUP_FLAG_CALLER, GROUP_FLAG_PARENT): steved resolves them
+// from the request. Here a shell is pid 1 of a new namespace; its Python child joins.
+const JOIN_FROM_NAMESPACE = `
+import fcntl, os, struct, sys, time
+GROUP = (1 << 30) | (256 << 16) | (ord("j") << 8) | 0x04
+path, name, flag = sys.argv[1], sys.argv[2], int(sys.argv[3])
+fd = os.open(path, os.O_RDWR)
+buf = struct.pack("<IIIId", 1, flag, 0, 0, 2.0) + name.encode() + b"\\0"
+fcntl.ioctl(fd, GROUP, buf + bytes(256 - len(buf)))
+print("joined", os.getpid(), os.getppid(), flush=True)
+time.sleep(300)
+`
+
+t.test('a join from inside a pid namespace names the caller or its parent as steved sees them', async (t) => {
+  const s = await startSteved(t, { jobs: 2 })
+  const kids = (pid: number): number[] =>
+    fs.readdirSync(`/proc/${pid}/task`).flatMap((tid) => fs.readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number))
+  for (const [flag, which] of [[4, 'parent'], [2, 'caller']] as const) {
+    const u = start(t, 'unshare', ['--pid', '--fork', '--kill-child', '--mount-proc', 'sh', '-c', `python3 -c '${JOIN_FROM_NAMESPACE.replace(/'/g, `'"'"'`)}' ${s.path} ns-${which} ${flag}; exit 0`])
+    const m = await u.waitFor(/^joined (\d+) (\d+)$/m)
+    t.same([m[1], m[2]], ['2', '1'], `inside, the Python client is pid 2 and its parent, the shell, pid 1 (${which})`)
+    // The namespace's processes as we see them, found from unshare (outside) down.
+    const [shell] = kids(u.pid)
+    const [python] = kids(shell)
+    const st = JSON.parse((await ctl(s.path, 'status', '--json')).stdout)
+    const g = st.groups.find((x: { name: string }) => x.name === `ns-${which}`)
+    t.same(g?.roots, [which === 'parent' ? shell : python], `the group's root is the ${which === 'parent' ? 'shell' : 'client'} as steved sees it (pid ${which === 'parent' ? shell : python}), not pid ${which === 'parent' ? 1 : 2}`)
+    u.child.kill('SIGKILL')
+    await u.exited
+  }
+  await waitForStatus(s, (r) => r.groups.length === 0, 'the groups to end with their roots')
+})
+
+t.test("the group codec: 'caller' and 'parent' travel as flag bits with pid 0, a pid as itself", async (t) => {
+  const { encodeGroup, decodeGroup, GROUP_OP_JOIN } = await import('jobclient')
+  for (const pid of ['caller', 'parent', 4242] as const) {
+    const b = encodeGroup({ op: GROUP_OP_JOIN, name: 'g', pid, limit: null })
+    t.same([b.readUInt32LE(4), b.readUInt32LE(8)], [{ caller: 1 | 2, parent: 1 | 4 }[pid as string] ?? 1, typeof pid === 'number' ? pid : 0], `${pid}: flags (FLAG_UNSET for no limit, and the root's bit) and the pid field`)
+    t.same(decodeGroup(b), { op: GROUP_OP_JOIN, name: 'g', pid, limit: null }, `${pid}: decodes to itself`)
+  }
+})

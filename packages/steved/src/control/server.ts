@@ -96,6 +96,8 @@ export interface ControlOptions {
   statusJson: () => string
   /** Where snapshots of it are kept while they are read (a fresh store when absent). */
   snapshots?: StatusSnapshots
+  /** A process's parent, or null when it is gone (default: none known; steved passes /proc's). */
+  parentOf?: (pid: number) => number | null
 }
 
 /** The counts a GET reads, by setting name; the writable settings read the pool configuration. */
@@ -131,8 +133,13 @@ export function controlPlane(opts: ControlOptions): ControlPlane {
         if (req.input.indexOf(0, 24) < 0 || req.input.indexOf(0, 24) > 24 + GROUP_NAME_MAX) return { errno: E.EINVAL }
         const g = decodeGroup(req.input)
         if (!g.name || (g.limit !== null && !(Number.isInteger(g.limit) && g.limit >= 1 && g.limit <= MAX_TOKENS))) return { errno: E.EINVAL }
-        // The root's owner is looked up by the io layer (it is a /proc read): rootOwner is filled there.
-        if (g.op === GROUP_OP_JOIN) return { request: { op: 'join', name: g.name, root: g.pid, limit: g.limit, rootOwner: null } }
+        if (g.op === GROUP_OP_JOIN) {
+          // The caller itself, or its parent, as we see them: a caller in another pid namespace
+          // knows neither. The root's owner is looked up by the io layer: rootOwner is filled there.
+          const root = g.pid === 'caller' ? req.pid : g.pid === 'parent' ? (opts.parentOf?.(req.pid) ?? null) : g.pid
+          if (root === null || root <= 0) return { errno: E.ESRCH }
+          return { request: { op: 'join', name: g.name, root, limit: g.limit, rootOwner: null } }
+        }
         if (g.op === GROUP_OP_REMOVE) return { request: { op: 'remove', name: g.name } }
         return { errno: E.EINVAL }
       }

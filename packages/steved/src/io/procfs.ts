@@ -81,18 +81,18 @@ export function sampleMachine(procRoot = '/proc'): MachineSample {
 /** A process and its ancestors (parent, grandparent, ...), up to init or `max` steps. */
 export function ancestryOf(pid: number, procRoot = '/proc', max = 64): number[] {
   const chain: number[] = []
-  let cur = pid
-  while (cur > 1 && chain.length < max) {
-    chain.push(cur)
-    try {
-      const stat = parseStat(fs.readFileSync(`${procRoot}/${cur}/stat`, 'latin1'))
-      if (stat === null) break
-      cur = stat.ppid
-    } catch {
-      break
-    }
-  }
+  for (let cur: number | null = pid; cur !== null && cur > 1 && chain.length < max; cur = parentOf(cur, procRoot)) chain.push(cur)
   return chain
+}
+
+/** The parent of a process, or null if it is gone (or its parent is not in our pid namespace). */
+export function parentOf(pid: number, procRoot = '/proc'): number | null {
+  try {
+    const ppid = parseStat(fs.readFileSync(`${procRoot}/${pid}/stat`, 'latin1'))?.ppid
+    return ppid ? ppid : null
+  } catch {
+    return null
+  }
 }
 
 /** The real uid of a process, or null if it is gone. */
