@@ -14,6 +14,7 @@ import {
   type ControlRequest,
   type Counters,
   type Effect,
+  type ErrnoName,
   type Input,
   type PoolConfig,
   type PoolSnapshot,
@@ -21,7 +22,6 @@ import {
   type PressureSample,
   type Reading,
   type WaitReason,
-  type ErrnoName,
 } from './types'
 import { WaitQueue, type Waiter } from './waitqueue'
 
