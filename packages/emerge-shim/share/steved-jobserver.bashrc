@@ -112,7 +112,10 @@ steved_jobserver_helper() {
 	printf '%s\n' "${helper}"
 }
 
-# Run the helper; its "info TEXT" / "warn TEXT" lines become einfo / ewarn.
+# Run the helper; its "info TEXT" / "warn TEXT" lines become einfo / ewarn. The helper is a
+# direct child of the shell that runs this (exec: no subshell of the process substitution in
+# between, whatever bash does by itself): it names that shell to steved as "its parent", which
+# is right also inside FEATURES=pid-sandbox's pid namespace, where $$ is not steved's pid.
 steved_jobserver_run() {
 	local helper line
 	helper=$(steved_jobserver_helper) || return 0
@@ -121,7 +124,7 @@ steved_jobserver_run() {
 			"info "*) steved_jobserver_say einfo "${line#info }" ;;
 			"warn "*) steved_jobserver_say ewarn "${line#warn }" ;;
 		esac
-	done < <("${helper}" "$@")
+	done < <(exec "${helper}" "$@")
 	return 0
 }
 

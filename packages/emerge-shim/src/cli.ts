@@ -28,6 +28,7 @@ function shimIo(): ShimIo {
     stderr: (s) => process.stderr.write(s),
     proc: new ProcFs(),
     self: [process.execPath, BIN],
+    ppid: process.ppid,
   }
 }
 

@@ -176,9 +176,11 @@ export class Holder {
     }
     this.#d.log(`holding ${this.#tokens.length} token(s)`)
     if (this.#o.group) {
-      // Join after taking the tokens, so the holder's own tokens never wait on the cap.
+      // Join after taking the tokens, so the holder's own tokens never wait on the cap. As
+      // 'caller': under FEATURES=pid-sandbox this process runs in the phase's pid namespace,
+      // where its own pid (this.#d.pid) names another process to steved.
       const c = this.#d.control()
-      const r = c ? c.groupJoin(this.#o.group.name, this.#d.pid, this.#o.group.limit) : -1
+      const r = c ? c.groupJoin(this.#o.group.name, 'caller', this.#o.group.limit) : -1
       c?.close()
       this.#d.log(r === 0 ? `joined steved group ${this.#o.group.name} (limit ${this.#o.group.limit})` : `could not join group ${this.#o.group.name}: ${r}`)
     }
@@ -256,6 +258,14 @@ export class Holder {
    * user. Only for the process named, still the same one (start time), and only if it was
    * started with this job's PORTAGE_BUILDDIR in its environment: whoever can reach the socket
    * must not get a root holder to cap processes of other builds or users.
+   *
+   * The pid is checked in this holder's /proc and passed to steved as it is: the same process
+   * only when the holder shares steved's pid namespace. Under FEATURES=pid-sandbox it does not
+   * (every phase, and the holder it starts, runs in a namespace of its own, and that namespace
+   * ends with the phase), but there the request cannot come: a holder that outlives a phase
+   * does not exist, so the phase asking is the one that started this holder, as the same uid,
+   * and steved would refuse the holder whatever it refused the phase. Should it come anyway,
+   * it is refused rather than capping whichever process steved knows by that pid.
    */
   #joinFor(req: { pid: number; start: number; phase: string }): Reply {
     const refuse = (why: string): Reply => {
@@ -265,6 +275,8 @@ export class Holder {
     const group = this.#o.group
     if (!group) return refuse(`the holder of ${this.#o.pkg} caps no group (it was started without JOBSERVER_MAX_JOBS)`)
     if (this.#ending) return refuse(`the holder is giving its tokens back (${this.#ending.reason})`)
+    // Portage's pid namespace init is `python3 …/bin/pid-ns-init …` (its comm is python's).
+    if (this.#d.proc.cmdline(1)?.some((a) => a.endsWith('/pid-ns-init'))) return refuse(`the holder runs in a phase's pid namespace (FEATURES=pid-sandbox), where pid ${req.pid} is not the process steved knows by that number`)
     const p = this.#d.proc.stat(req.pid)
     if (!p || p.start !== req.start) return refuse(`pid ${req.pid} is gone`)
     if (!this.#d.proc.environHas(req.pid, this.#marker)) return refuse(`pid ${req.pid} is not a process of this build (no ${this.#marker} in its environment)`)

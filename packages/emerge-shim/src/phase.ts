@@ -26,6 +26,8 @@ export interface ShimIo {
   proc: ProcFs
   /** How to run this program again: [node, bin/steved-emerge-shim.js]. */
   self: readonly string[]
+  /** This process's parent (getppid(2): a pid of this process's own pid namespace). */
+  ppid: number
   native?: Native
 }
 
@@ -238,10 +240,38 @@ function sayCapped(io: ShimIo, plan: Plan): void {
 }
 
 /**
+ * How to name the phase's shell to steved as a group root. Under FEATURES=pid-sandbox the phase
+ * runs in its own pid namespace: `$$` (`pid`) and every pid this process can read in /proc are
+ * pids of that namespace, which steved (outside it) would take for other processes (pid 2 of
+ * the namespace is its kthreadd). So the root is named as "the caller's parent", which steved
+ * resolves in its own namespace; that is right when the parent is the phase's shell or one of
+ * its subshells: Portage sources the bashrc in ebuild.sh itself (setup) and in the subshell
+ * `( __ebuild_main … )` that runs the phase, and the bash module starts this program as a
+ * direct child of the shell that runs the hook. Null: the parent is neither (it exited, or
+ * something else started this program), so there is no way to name the phase to steved.
+ */
+export function phaseRoot(proc: ProcFs, pid: number, ppid: number): 'parent' | null {
+  // Walk up from the parent, in this namespace, to the phase's shell: a few subshells at most.
+  let cur = ppid
+  for (let i = 0; i < 8 && cur > 1; i++) {
+    if (cur === pid) return 'parent'
+    const p = proc.stat(cur)
+    if (!p) return null
+    cur = p.ppid
+  }
+  return cur === pid ? 'parent' : null
+}
+
+/**
  * Join this phase's ebuild.sh to the build's group. 'refused': steved said EPERM, the group is
  * another uid's (FEATURES=userpriv: root made it in setup); the caller asks the holder.
  */
 function joinGroup(io: ShimIo, path: string, plan: Plan, pid: number, first: boolean): 'done' | 'refused' {
+  const root = phaseRoot(io.proc, pid, io.ppid)
+  if (root === null) {
+    io.say('warn', `jobserver: JOBSERVER_MAX_JOBS is not applied: this helper's parent (pid ${io.ppid}) is not the phase's shell (pid ${pid}) nor one of its subshells, so the phase cannot be named to steved`)
+    return 'done'
+  }
   let c: StevedControl
   try {
     c = new StevedControl(path, io.native)
@@ -250,7 +280,7 @@ function joinGroup(io: ShimIo, path: string, plan: Plan, pid: number, first: boo
     return 'done'
   }
   try {
-    const r = c.groupJoin(plan.groupName, pid, plan.groupLimit)
+    const r = c.groupJoin(plan.groupName, root, plan.groupLimit)
     if (r === 0) {
       if (first) sayCapped(io, plan)
     } else if (r === -os.constants.errno.ENOTTY) {

@@ -46,6 +46,15 @@ export class ProcFs {
     }
   }
 
+  /** A process's command line (its argv), or null when it cannot be read. */
+  cmdline(pid: number): string[] | null {
+    try {
+      return fs.readFileSync(`${this.root}/${pid}/cmdline`, 'utf8').split('\0').slice(0, -1)
+    } catch {
+      return null
+    }
+  }
+
   /**
    * Whether the environment the process was started with contains `entry` ("NAME=value")
    * exactly. False when it cannot be read (another user's process, or gone).

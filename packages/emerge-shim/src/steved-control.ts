@@ -1,13 +1,13 @@
 // steved's control plane as the shim uses it: jobclient's ControlClient (the one copy of the
 // protocol, docs/control.md), with the answers the shim acts on. Another jobserver (a FIFO,
 // steve, guildmaster) answers ENOTTY, which is reported as "not steved".
-import { ControlClient, GROUP_OP_JOIN, encodeGroup, isNotSteved, loadNative, type Native, type Status, type SystemError } from 'jobclient'
+import { ControlClient, GROUP_OP_JOIN, encodeGroup, isNotSteved, loadNative, type GroupRoot, type Native, type Status, type SystemError } from 'jobclient'
 
 /** steved's status document (jobclient's Status). */
 export type StevedStatus = Status
 
 
-export function encodeGroupJoin(name: string, pid: number, limit: number | null): Buffer {
+export function encodeGroupJoin(name: string, pid: GroupRoot, limit: number | null): Buffer {
   return encodeGroup({ op: GROUP_OP_JOIN, name, pid, limit })
 }
 
@@ -21,10 +21,13 @@ export class StevedControl {
   }
 
   /**
-   * Put the process tree under `pid` into group `name` capped at `limit` tokens. Returns 0, or
-   * -errno: -ENOTTY (not steved), -ESRCH (no such process), -EPERM (another user's process).
+   * Put the process tree under `pid` into group `name` capped at `limit` tokens. `pid` is a pid
+   * as steved sees it, or 'caller' (this process) or 'parent' (its parent), which steved
+   * resolves itself: the only right names from inside another pid namespace (FEATURES=pid-sandbox).
+   * Returns 0, or -errno: -ENOTTY (not steved), -ESRCH (no such process), -EPERM (another
+   * user's process).
    */
-  groupJoin(name: string, pid: number, limit: number | null): number {
+  groupJoin(name: string, pid: GroupRoot, limit: number | null): number {
     try {
       this.#client.groupJoin(name, pid, limit)
       return 0
