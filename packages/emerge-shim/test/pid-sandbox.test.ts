@@ -12,7 +12,8 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import t from 'tap'
 import { startSteved, tmpDir } from '../../../test/helpers/steved'
-import { processTag, sleep, stevedStatus, waitForStatus, writeRecipe, type StatusDoc } from './helpers/emerge'
+import { throwAwayUser } from '../../../test/helpers/users'
+import { processTag, sleep, stevedStatus, taggedPids, waitForStatus, writeRecipe, type StatusDoc } from './helpers/emerge'
 import { capBinds, cappedAndFree, checkCapHeld } from './helpers/capped'
 import { ewarns, finished, makeBed, PORTAGE_VERSIONS } from './helpers/portage'
 
@@ -52,15 +53,53 @@ function strangers(s: StatusDoc, emergePid: number): Array<{ pid: number; comm: 
   return out
 }
 
-for (const version of PORTAGE_VERSIONS) {
-  t.test(`Portage ${version}, FEATURES=pid-sandbox: JOBSERVER_MAX_JOBS=2 caps the build whose phases run in pid namespaces`, async (t) => {
+const CASES = [
+  ...PORTAGE_VERSIONS.map((version) => ({ version, userpriv: false })),
+  // setup (root) makes the group and a root holder; both end with setup's namespace, so the
+  // group ends too, and unpack … install (the portage user) make it afresh with a holder of
+  // their own, as the portage user.
+  ...PORTAGE_VERSIONS.map((version) => ({ version, userpriv: true })),
+]
+
+for (const c of CASES) {
+  const { version } = c
+  t.test(`Portage ${version}, FEATURES=pid-sandbox${c.userpriv ? ' userpriv' : ''}: JOBSERVER_MAX_JOBS=2 caps the build whose phases run in pid namespaces`, async (t) => {
     const dir = tmpDir(t)
+    if (c.userpriv) fs.chmodSync(dir, 0o755)
     const steved = await startSteved(t, { jobs: 8, dir })
     const tag = processTag(t)
+    let userpriv: { user: string; group: string } | undefined
+    let uid = 0
+    if (c.userpriv) {
+      // A throw-away portage user (test/helpers/users.ts); the test's processes are killed before it is removed.
+      const name = `stvq${process.pid % 100000}${Math.random().toString(36).slice(2, 6)}`
+      uid = throwAwayUser(t, name, {
+        group: true,
+        beforeRemove: async () => {
+          for (let i = 0; i < 50 && taggedPids(tag).length > 0; i++) {
+            for (const pid of taggedPids(tag)) {
+              try {
+                process.kill(pid, 'SIGKILL')
+              } catch {
+                // already gone
+              }
+            }
+            await sleep(100)
+          }
+        },
+      }).uid
+      userpriv = { user: name, group: name }
+    }
     const recipe = writeRecipe(dir)
     const log = path.join(dir, 'recipes.log')
-    const { packages, barrier: bA, gate: go } = cappedAndFree(dir, recipe, log)
-    const bed = makeBed({ version, jobserver: steved, dir, tag, packages, makeConf: ['FEATURES="${FEATURES} pid-sandbox"'] })
+    if (c.userpriv) {
+      for (const f of [log, path.join(dir, 'jobs.log')]) {
+        fs.writeFileSync(f, '')
+        fs.chmodSync(f, 0o666)
+      }
+    }
+    const { packages, barrier: bA, gate: go } = cappedAndFree(dir, recipe, log, c.userpriv ? 0o777 : undefined)
+    const bed = makeBed({ version, jobserver: steved, dir, tag, packages, userpriv, makeConf: ['FEATURES="${FEATURES} pid-sandbox"'] })
     const emerge = bed.emerge(t, ['--jobs=2', 'app-misc/capped', 'app-misc/free'])
     // Either the cap holds make back at 2 running recipes, or more than 2 have started: the cap
     // does not hold (every capped recipe waits for the gate, so none ends before). Meanwhile
@@ -80,6 +119,7 @@ for (const version of PORTAGE_VERSIONS) {
       seen = await stevedStatus(steved)
     }
     t.equal(fs.readdirSync(bA).length, 2, 'the capped build started 2 recipes before the gate opened, not more')
+    t.equal(fs.statSync(path.join(bA, fs.readdirSync(bA)[0])).uid, uid, `src_compile ran as ${c.userpriv ? 'the portage user (userpriv is on)' : 'root'}`)
     const group = seen.groups.find((g) => g.name === GROUP)
     t.equal(group?.limit, 2, "group limit 2: the holder's token (it pays for make's implicit slot) and one token make may read")
     t.ok(group !== undefined && group.tokens <= 2, `the group holds ${group?.tokens} token(s)`)
