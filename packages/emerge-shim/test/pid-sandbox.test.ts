@@ -12,24 +12,19 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import t from 'tap'
 import { startSteved, tmpDir } from '../../../test/helpers/steved'
-import { throwAwayUser } from '../../../test/helpers/users'
-import { processTag, sleep, stevedStatus, taggedPids, waitForStatus, writeRecipe, type StatusDoc } from './helpers/emerge'
-import { capBinds, cappedAndFree, checkCapHeld } from './helpers/capped'
-import { ewarns, finished, makeBed, PORTAGE_VERSIONS } from './helpers/portage'
+import { ProcFs } from '../dist/procfs'
+import { processTag, waitForStatus, writeRecipe, type StatusDoc } from './helpers/emerge'
+import { capHeldOrPassed, cappedAndFree, checkCapHeld } from './helpers/capped'
+import { ewarns, finished, makeBed, PORTAGE_VERSIONS, throwAwayPortage } from './helpers/portage'
 
 // Each real emerge takes 10-40 s on a shared 2-core machine; tap's default file limit is 300 s.
 t.setTimeout(900_000)
 
 const GROUP = 'app-misc/capped-1'
 
+const proc = new ProcFs()
 /** A process's parent, or null when it is gone. */
-function parentOf(pid: number): number | null {
-  try {
-    return Number(/\) \S+ (\d+)/.exec(fs.readFileSync(`/proc/${pid}/stat`, 'latin1'))![1])
-  } catch {
-    return null
-  }
-}
+const parentOf = (pid: number): number | null => proc.stat(pid)?.ppid ?? null
 
 /**
  * Roots of the group that are alive and are not processes of this build: neither emerge
@@ -68,56 +63,18 @@ for (const c of CASES) {
     if (c.userpriv) fs.chmodSync(dir, 0o755)
     const steved = await startSteved(t, { jobs: 8, dir })
     const tag = processTag(t)
-    let userpriv: { user: string; group: string } | undefined
-    let uid = 0
-    if (c.userpriv) {
-      // A throw-away portage user (test/helpers/users.ts); the test's processes are killed before it is removed.
-      const name = `stvq${process.pid % 100000}${Math.random().toString(36).slice(2, 6)}`
-      uid = throwAwayUser(t, name, {
-        group: true,
-        beforeRemove: async () => {
-          for (let i = 0; i < 50 && taggedPids(tag).length > 0; i++) {
-            for (const pid of taggedPids(tag)) {
-              try {
-                process.kill(pid, 'SIGKILL')
-              } catch {
-                // already gone
-              }
-            }
-            await sleep(100)
-          }
-        },
-      }).uid
-      userpriv = { user: name, group: name }
-    }
-    const recipe = writeRecipe(dir)
     const log = path.join(dir, 'recipes.log')
-    if (c.userpriv) {
-      for (const f of [log, path.join(dir, 'jobs.log')]) {
-        fs.writeFileSync(f, '')
-        fs.chmodSync(f, 0o666)
-      }
-    }
+    const userpriv = c.userpriv ? throwAwayPortage(t, tag, [log, path.join(dir, 'jobs.log')]) : undefined
+    const uid = userpriv?.uid ?? 0
+    const recipe = writeRecipe(dir)
     const { packages, barrier: bA, gate: go } = cappedAndFree(dir, recipe, log, c.userpriv ? 0o777 : undefined)
     const bed = makeBed({ version, jobserver: steved, dir, tag, packages, userpriv, makeConf: ['FEATURES="${FEATURES} pid-sandbox"'] })
     const emerge = bed.emerge(t, ['--jobs=2', 'app-misc/capped', 'app-misc/free'])
-    // Either the cap holds make back at 2 running recipes, or more than 2 have started: the cap
-    // does not hold (every capped recipe waits for the gate, so none ends before). Meanwhile
-    // every root of the group is checked.
-    let ended = false
-    void emerge.exited.then(() => (ended = true))
+    // Meanwhile every root of the group is checked.
     const foreign = new Map<number, string>()
-    const until = Date.now() + 120_000
-    let seen = await stevedStatus(steved)
-    for (;;) {
-      for (const s of strangers(seen, emerge.pid)) foreign.set(s.pid, s.comm)
-      const started = fs.readdirSync(bA).length
-      if (started > 2 || (started === 2 && capBinds(GROUP)(seen))) break
-      const why = ended ? 'emerge exited' : Date.now() > until ? 'timed out' : null
-      if (why) throw new Error(`${why} before the cap held the capped build's make back or the build passed it; emerge: ${emerge.output().slice(-3000)}; last status: ${JSON.stringify(seen)}`)
-      await sleep(100)
-      seen = await stevedStatus(steved)
-    }
+    const seen = await capHeldOrPassed(steved, emerge, bA, (st) => {
+      for (const x of strangers(st, emerge.pid)) foreign.set(x.pid, x.comm)
+    })
     t.equal(fs.readdirSync(bA).length, 2, 'the capped build started 2 recipes before the gate opened, not more')
     t.equal(fs.statSync(path.join(bA, fs.readdirSync(bA)[0])).uid, uid, `src_compile ran as ${c.userpriv ? 'the portage user (userpriv is on)' : 'root'}`)
     const group = seen.groups.find((g) => g.name === GROUP)

@@ -9,42 +9,16 @@
 // PORTAGE_GRPNAME) and removes them at teardown, after killing every process of the test.
 import * as fs from 'node:fs'
 import * as path from 'node:path'
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { run, start } from '../../../test/helpers/proc'
-import { throwAwayUser } from '../../../test/helpers/users'
 import { startSteved, tmpDir } from '../../../test/helpers/steved'
 import { ProcFs } from '../dist/procfs'
-import { processTag, sleep, stevedStatus, taggedPids, waitForStatus, writeRecipe } from './helpers/emerge'
-import { capBinds, cappedAndFree, checkCapHeld } from './helpers/capped'
-import { ewarns, finished, makeBed, PORTAGE_VERSIONS } from './helpers/portage'
+import { processTag, stevedStatus, waitForStatus, writeRecipe } from './helpers/emerge'
+import { capHeldOrPassed, cappedAndFree, checkCapHeld } from './helpers/capped'
+import { ewarns, finished, makeBed, PORTAGE_VERSIONS, throwAwayPortage } from './helpers/portage'
 
 // Each real emerge takes 10-40 s on a shared 2-core machine; tap's default file limit is 300 s.
 t.setTimeout(900_000)
-
-/**
- * A throw-away user and group standing in for portage:portage (test/helpers/users.ts). At
- * teardown the test's processes (tag) are killed first, so that userdel finds none of the
- * user's processes left.
- */
-function throwAwayPortage(t: Test, tag: string): { user: string; group: string; uid: number } {
-  const name = `stvp${process.pid % 100000}${Math.random().toString(36).slice(2, 6)}`
-  const u = throwAwayUser(t, name, {
-    group: true,
-    beforeRemove: async () => {
-      for (let i = 0; i < 50 && taggedPids(tag).length > 0; i++) {
-        for (const pid of taggedPids(tag)) {
-          try {
-            process.kill(pid, 'SIGKILL')
-          } catch {
-            // already gone
-          }
-        }
-        await sleep(100)
-      }
-    },
-  })
-  return { user: name, group: name, uid: u.uid }
-}
 
 /** Run as another user: connect to the holder socket argv[1], send request argv[2], print the replies. */
 const ASK_HOLDER = `
@@ -63,28 +37,13 @@ for (const version of PORTAGE_VERSIONS) {
     fs.chmodSync(dir, 0o755)
     const steved = await startSteved(t, { jobs: 8, dir })
     const tag = processTag(t)
-    const portage = throwAwayPortage(t, tag)
-    const recipe = writeRecipe(dir)
     const log = path.join(dir, 'recipes.log')
-    for (const f of [log, path.join(dir, 'jobs.log')]) {
-      fs.writeFileSync(f, '')
-      fs.chmodSync(f, 0o666)
-    }
+    const portage = throwAwayPortage(t, tag, [log, path.join(dir, 'jobs.log')])
+    const recipe = writeRecipe(dir)
     const { packages, barrier: bA, gate: go } = cappedAndFree(dir, recipe, log, 0o777)
     const bed = makeBed({ version, jobserver: steved, dir, tag, packages, userpriv: portage })
     const emerge = bed.emerge(t, ['--jobs=2', 'app-misc/capped', 'app-misc/free'])
-    // Either the cap holds make back at 2 running recipes, or more than 2 have started: the
-    // cap does not hold (every capped recipe waits for the gate, so none ends before).
-    let ended = false
-    void emerge.exited.then(() => (ended = true))
-    const until = Date.now() + 120_000
-    let seen = await stevedStatus(steved)
-    while (!(fs.readdirSync(bA).length > 2 || (fs.readdirSync(bA).length === 2 && capBinds('app-misc/capped-1')(seen)))) {
-      const why = ended ? 'emerge exited' : Date.now() > until ? 'timed out' : null
-      if (why) throw new Error(`${why} before the cap held the capped build's make back or the build passed it; emerge: ${emerge.output().slice(-3000)}; last status: ${JSON.stringify(seen)}`)
-      await sleep(100)
-      seen = await stevedStatus(steved)
-    }
+    const seen = await capHeldOrPassed(steved, emerge, bA)
     t.equal(fs.readdirSync(bA).length, 2, 'the capped build started 2 recipes before the gate opened, not more')
     t.equal(fs.statSync(path.join(bA, fs.readdirSync(bA)[0])).uid, portage.uid, 'src_compile ran as the portage user (userpriv is on)')
     const group = seen.groups.find((g) => g.name === 'app-misc/capped-1')

@@ -6,7 +6,9 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import type { Test } from 'tap'
 import { maxOverlap, parseJobLog } from '../../../../test/helpers/joblog'
-import { makefile, type StatusDoc } from './emerge'
+import type { Started } from '../../../../test/helpers/proc'
+import type { RunningSteved } from '../../../../test/helpers/steved'
+import { makefile, sleep, stevedStatus, type StatusDoc } from './emerge'
 
 /** A waiter of group `name` held back by the group's cap while the pool has tokens to give. */
 export const capBinds = (name: string) => (s: StatusDoc) => {
@@ -33,6 +35,27 @@ export function cappedAndFree(dir: string, recipe: string, log: string, barrierM
   }
   const free = { name: 'free', makefile: makefile({ prefix: 'free', n: 10, recipe, log, barrier: 6, barrierDir: bB, seconds: 0.3 }) }
   return { packages: [capped, free], barrier: bA, gate }
+}
+
+/**
+ * Wait until the cap holds the capped build's make back at 2 running recipes, or until more
+ * than 2 have started: the cap does not hold (every capped recipe waits for the gate, so none
+ * ends before). Either way the test goes on to assert which. `each` sees every status read on
+ * the way. Returns the last status.
+ */
+export async function capHeldOrPassed(steved: RunningSteved, emerge: Started, barrier: string, each: (s: StatusDoc) => void = () => {}): Promise<StatusDoc> {
+  let ended = false
+  void emerge.exited.then(() => (ended = true))
+  const until = Date.now() + 120_000
+  for (;;) {
+    const seen = await stevedStatus(steved)
+    each(seen)
+    const started = fs.readdirSync(barrier).length
+    if (started > 2 || (started === 2 && capBinds('app-misc/capped-1')(seen))) return seen
+    const why = ended ? 'emerge exited' : Date.now() > until ? 'timed out' : null
+    if (why) throw new Error(`${why} before the cap held the capped build's make back or the build passed it; emerge: ${emerge.output().slice(-3000)}; last status: ${JSON.stringify(seen)}`)
+    await sleep(100)
+  }
 }
 
 /** What the recipes recorded: the capped build at 2 jobs, the other one using the rest of the pool. */

@@ -17,15 +17,13 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { start, type Done, type Started } from '../../../../test/helpers/proc'
 import { ROOT, type RunningSteved } from '../../../../test/helpers/steved'
-import { HELPER_BIN, MAKE44, STEVECTL, writeUserBashrc, type StatusDoc } from './emerge'
+import type { Teardown } from '../../../../test/helpers/common'
+import { throwAwayUser } from '../../../../test/helpers/users'
+import { HELPER_BIN, MAKE44, STEVECTL, sleep, taggedPids, writeUserBashrc, type StatusDoc } from './emerge'
 
 /** The Portage versions the tests run: the last without native jobserver-token, and one with it. */
 export const PORTAGE_VERSIONS = ['3.0.73', '3.0.83'] as const
 export type PortageVersion = (typeof PORTAGE_VERSIONS)[number]
-
-interface Teardown {
-  teardown(fn: () => unknown): void
-}
 
 /** The venv of Portage `version`; fails loudly when scripts/setup.sh has not made it. */
 export function portageVenv(version: string): string {
@@ -63,6 +61,35 @@ export function userVenv(version: string, dir: string): string {
   fs.writeFileSync(path.join(uv, 'lib', usite, 'site-packages', 'portage-venv.pth'), `${path.join(venv, 'lib', site, 'site-packages')}\n`)
   fs.symlinkSync(path.join(venv, 'lib', 'portage'), path.join(uv, 'lib', 'portage'))
   return uv
+}
+
+/**
+ * For FEATURES=userpriv: a throw-away user and group standing in for portage:portage
+ * (test/helpers/users.ts), and the recipe logs `logs` made writable for it. At teardown the
+ * test's processes (`tag`) are killed first, so that userdel finds none of the user's left.
+ */
+export function throwAwayPortage(t: Teardown, tag: string, logs: string[]): { user: string; group: string; uid: number } {
+  const name = `stvp${process.pid % 100000}${Math.random().toString(36).slice(2, 6)}`
+  const u = throwAwayUser(t, name, {
+    group: true,
+    beforeRemove: async () => {
+      for (let i = 0; i < 50 && taggedPids(tag).length > 0; i++) {
+        for (const pid of taggedPids(tag)) {
+          try {
+            process.kill(pid, 'SIGKILL')
+          } catch {
+            // already gone
+          }
+        }
+        await sleep(100)
+      }
+    },
+  })
+  for (const f of logs) {
+    fs.writeFileSync(f, '')
+    fs.chmodSync(f, 0o666)
+  }
+  return { user: name, group: name, uid: u.uid }
 }
 
 export interface PackageSpec {
