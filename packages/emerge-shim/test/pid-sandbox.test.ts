@@ -14,8 +14,8 @@ import t from 'tap'
 import { startSteved, tmpDir } from '../../../test/helpers/steved'
 import { ProcFs } from '../dist/procfs'
 import { processTag, waitForStatus, writeRecipe, type StatusDoc } from './helpers/emerge'
-import { capHeldOrPassed, cappedAndFree, checkCapHeld } from './helpers/capped'
-import { ewarns, finished, makeBed, PORTAGE_VERSIONS, throwAwayPortage } from './helpers/portage'
+import { capHeldOrPassed, cappedAndFree, finishCapped } from './helpers/capped'
+import { ewarns, makeBed, PORTAGE_VERSIONS, throwAwayPortage } from './helpers/portage'
 
 // Each real emerge takes 10-40 s on a shared 2-core machine; tap's default file limit is 300 s.
 t.setTimeout(900_000)
@@ -80,14 +80,7 @@ for (const c of CASES) {
     const group = seen.groups.find((g) => g.name === GROUP)
     t.equal(group?.limit, 2, "group limit 2: the holder's token (it pays for make's implicit slot) and one token make may read")
     t.ok(group !== undefined && group.tokens <= 2, `the group holds ${group?.tokens} token(s)`)
-    fs.writeFileSync(go, '')
-    const done = await finished(emerge)
-    t.equal(done.code, 0, 'emerge finished', { output: done.stdout.slice(-3000) })
-    t.ok(bed.installed('capped') && bed.installed('free'), 'both merged')
-
-    checkCapHeld(t, log)
-    const cappedLog = bed.buildLog('capped')
-    t.match(cappedLog, /JOBSERVER_MAX_JOBS=2: this build runs at most 2 job\(s\) at once \(steved group app-misc\/capped-1/)
+    const cappedLog = await finishCapped(t, bed, emerge, go, log)
     t.same(ewarns(cappedLog).filter((w) => /jobserver/.test(w)), [], 'no jobserver warning in the capped build (no "JOBSERVER_MAX_JOBS is not applied")')
     t.match(cappedLog, /jobserver: FEATURES=pid-sandbox ended the holder of app-misc\/capped-1's token with the last phase; taking the token again/, 'pid-sandbox was on (the holder was killed with a phase)')
     t.notMatch(bed.buildLog('free'), /JOBSERVER_MAX_JOBS/)

@@ -9,6 +9,7 @@ import { maxOverlap, parseJobLog } from '../../../../test/helpers/joblog'
 import type { Started } from '../../../../test/helpers/proc'
 import type { RunningSteved } from '../../../../test/helpers/steved'
 import { makefile, sleep, stevedStatus, type StatusDoc } from './emerge'
+import { finished, type Bed } from './portage'
 
 /** A waiter of group `name` held back by the group's cap while the pool has tokens to give. */
 export const capBinds = (name: string) => (s: StatusDoc) => {
@@ -68,4 +69,19 @@ export function checkCapHeld(t: Test, log: string): void {
   t.equal(maxOverlap(a), 2, 'the capped build ran 2 jobs at once at most (and reached 2)')
   t.ok(maxOverlap(b) >= 6, `the uncapped build ran ${maxOverlap(b)} jobs at once: the rest of the pool`)
   t.ok(maxOverlap(jobs) <= 8, `${maxOverlap(jobs)} jobs at once in all, within the pool of 8`)
+}
+
+/**
+ * Open the gate and let emerge finish: both packages merged, the recipes' record of the cap
+ * (checkCapHeld), and the capped build saying it is capped. Returns the capped build's log.
+ */
+export async function finishCapped(t: Test, bed: Bed, emerge: Started, gate: string, log: string): Promise<string> {
+  fs.writeFileSync(gate, '')
+  const done = await finished(emerge)
+  t.equal(done.code, 0, 'emerge finished', { output: done.stdout.slice(-3000) })
+  t.ok(bed.installed('capped') && bed.installed('free'), 'both merged')
+  checkCapHeld(t, log)
+  const cappedLog = bed.buildLog('capped')
+  t.match(cappedLog, /JOBSERVER_MAX_JOBS=2: this build runs at most 2 job\(s\) at once \(steved group app-misc\/capped-1/)
+  return cappedLog
 }
