@@ -274,32 +274,25 @@ const BARS = ' ▁▂▃▄▅▆▇█'
  * no-break space (U+00A0) keeps a number with its unit; it is printed as a plain space.
  */
 export function wrapWords(text: string, width: number): string[] {
-  const lines: string[] = []
-  let cur = ''
-  for (const raw of text.split(/[ \t\n]+/).filter((w) => w !== '')) {
-    const word = raw.length > width ? `${raw.slice(0, width - 1)}…` : raw
-    if (cur === '') cur = word
-    else if (cur.length + 1 + word.length <= width) cur += ` ${word}`
-    else {
-      lines.push(cur)
-      cur = word
-    }
-  }
-  if (cur !== '') lines.push(cur)
-  return lines.map((l) => l.replace(/\u00a0/g, ' '))
+  const words = text.split(/[ \t\n]+/).filter((w) => w !== '')
+  return fill(words.map((w) => (w.length > width ? `${w.slice(0, width - 1)}…` : w)), ' ', width).map((l) => l.replace(/\u00a0/g, ' '))
 }
 
 /** Items joined by two spaces into lines of at most `width` columns; an item is never split. */
 function packItems(items: string[], width: number): string[] {
+  return fill(items.map((i) => (i.length > width ? `…${i.slice(i.length - width + 1)}` : i)), '  ', width)
+}
+
+/** Pieces (each at most `width` long) joined by `sep`, greedily, into lines of at most `width` columns. */
+function fill(pieces: string[], sep: string, width: number): string[] {
   const lines: string[] = []
   let cur = ''
-  for (const raw of items) {
-    const item = raw.length > width ? `…${raw.slice(raw.length - width + 1)}` : raw
-    if (cur === '') cur = item
-    else if (cur.length + 2 + item.length <= width) cur += `  ${item}`
+  for (const p of pieces) {
+    if (cur === '') cur = p
+    else if (cur.length + sep.length + p.length <= width) cur += sep + p
     else {
       lines.push(cur)
-      cur = item
+      cur = p
     }
   }
   if (cur !== '') lines.push(cur)
